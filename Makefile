@@ -1,0 +1,46 @@
+# destseg-edge: every install step lives here, so a fresh Debian/Ubuntu machine (and CI) needs only `make`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo_out
+# GStreamer for the runtime, and the headers PyGObject builds against.
+APT_PKGS := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+	libgirepository1.0-dev libcairo2-dev pkg-config python3-venv
+
+.PHONY: install system-deps test demo clean
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@if command -v gst-inspect-1.0 >/dev/null && gst-inspect-1.0 x264enc >/dev/null 2>&1 \
+	    && pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
+	else \
+	    echo "missing system packages; run: sudo apt-get install -y $(APT_PKGS)"; exit 1; \
+	fi
+
+# torch is pinned: 2.14.1 / 0.29.1 are the builds this project is tested with.
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[train,export,runtime,dev]" "pygobject<3.51"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+# The main job end to end on an embedded synthetic dataset, CPU only, in a few minutes.
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/destseg-synth $(DEMO)/data --category widget --train 48 --test 40 --size 128 --seed 0
+	$(BIN)/destseg-train --data $(DEMO)/data --category widget --out $(DEMO)/run \
+	    --backbone efficientnet_lite0 --image-size 128 --batch-size 8 \
+	    --steps-student 150 --steps-seg 250 --workers 2 --seed 0
+	$(BIN)/destseg-eval $(DEMO)/run --data $(DEMO)/data --category widget --save-heatmaps 6
+
+clean:
+	rm -rf $(VENV) $(DEMO) build *.egg-info

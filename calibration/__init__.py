@@ -1,0 +1,1 @@
+"""INT8 calibration on normal images and the quantisation report."""

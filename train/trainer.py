@@ -1,0 +1,229 @@
+"""The two-step DeSTSeg schedule (spec: Training) with checkpoints, resume and logging.
+
+Step 1 trains the denoising student against the frozen teacher; step 2 freezes the student
+(BN statistics included) and trains the segmentation network. Both steps share one loop
+(:func:`_run_phase`); each phase only says how a batch becomes a loss.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import destseg
+from destseg.datasets import good_images, has_test_split
+from destseg.train.backbones import load_teacher_weights
+from destseg.train.checkpoint import load_run, load_trainer_state, read_config, save_checkpoint
+from destseg.train.data import SampleRange, SyntheticAnomalyStream
+from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
+from destseg.train.model import DeSTSeg
+
+log = logging.getLogger("destseg.train")
+PHASES = ("student", "segmentation")
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    category: Optional[str] = None
+    backbone: str = "resnet18"
+    teacher: str = "imagenet"
+    teacher_weights: Optional[str] = None
+    dtd: Optional[str] = None
+    image_size: int = 256
+    batch_size: int = 32
+    steps_student: int = 1000
+    steps_seg: int = 4000
+    lr_student: float = 0.4
+    lr_seg_res: float = 0.1
+    lr_seg_head: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    bf16: bool = False
+    resume: bool = False
+    checkpoint_every: int = 500
+    evaluate: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def _optimizer(model: DeSTSeg, phase: str, opts: TrainOptions) -> torch.optim.Optimizer:
+    if phase == "student":
+        groups = [{"params": model.student.parameters(), "lr": opts.lr_student}]
+    else:
+        seg = model.segmentation
+        groups = [
+            {"params": seg.res.parameters(), "lr": opts.lr_seg_res},
+            {"params": list(seg.aspp.parameters()) + list(seg.head.parameters()), "lr": opts.lr_seg_head},
+        ]
+    return torch.optim.SGD(groups, momentum=opts.momentum, weight_decay=opts.weight_decay)
+
+
+def _student_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The student sees the augmented image, the teacher the clean one."""
+    with torch.no_grad():
+        t_feats = model.teacher(batch["clean"])
+    return cosine_distance_loss(model.student(batch["augmented"]), t_feats)
+
+
+def _segmentation_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Both frozen networks see the augmented image; only the segmentation network learns."""
+    with torch.no_grad():
+        t_feats = model.teacher(batch["augmented"])
+        s_feats = model.student(batch["augmented"])
+    logits = model.segment(t_feats, s_feats)
+    return segmentation_loss(logits.float(), mask_target(batch["mask"], logits.shape[-2:]))
+
+
+def _set_phase_modes(model: DeSTSeg, phase: str) -> None:
+    model.train()
+    model.student.requires_grad_(phase == "student")
+    model.segmentation.requires_grad_(phase == "segmentation")
+    if phase == "segmentation":
+        model.student.eval()  # frozen, BN statistics included
+
+
+def _run_phase(
+    model: DeSTSeg,
+    phase: str,
+    first_step: int,
+    last_step: int,
+    sample_offset: int,
+    loss_fn: Callable[[DeSTSeg, Dict[str, torch.Tensor]], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    stream: SyntheticAnomalyStream,
+    opts: TrainOptions,
+    device: torch.device,
+    save: Callable[[str, int, torch.optim.Optimizer], None],
+) -> None:
+    if first_step >= last_step:
+        return
+    bs = opts.batch_size
+    loader = DataLoader(
+        stream,
+        batch_size=bs,
+        sampler=SampleRange(sample_offset + first_step * bs, sample_offset + last_step * bs),
+        num_workers=opts.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if opts.workers else None,
+    )
+    _set_phase_modes(model, phase)
+    bar = tqdm(total=last_step, initial=first_step, desc=f"step {PHASES.index(phase) + 1} {phase}", unit="it", dynamic_ncols=True)
+    step, tic = first_step, time.perf_counter()
+    for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for key in ("clean", "augmented"):
+            batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
+            loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        toc = time.perf_counter()
+        ips = bs / max(toc - tic, 1e-9)
+        tic = toc
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{ips:.1f}")
+        if step % 10 == 0 or step == last_step:
+            log.info("%s step %d/%d loss %.5f images/s %.1f", phase, step, last_step, loss.item(), ips)
+        if step % opts.checkpoint_every == 0 or step == last_step:
+            save(phase, step, optimizer)
+    bar.close()
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def train(opts: TrainOptions) -> Path:
+    """Train a run folder from scratch or, with ``resume``, from its last checkpoint."""
+    if opts.batch_size < 2:
+        raise ValueError("--batch-size must be at least 2 (batch norm in the segmentation network needs it)")
+    run_dir = Path(opts.out)
+    paths = good_images(opts.data, opts.category)
+    device = resolve_device(opts.device)
+    torch.manual_seed(opts.seed)
+    handler = _setup_logging(run_dir)
+    try:
+        progress = {"phase": "student", "step": 0}
+        state = None
+        if opts.resume and (run_dir / "model.safetensors").is_file():
+            model, config = load_run(run_dir)
+            progress = config["progress"]
+            state = load_trainer_state(run_dir)
+            if state is not None and state.get("progress") != progress:
+                log.warning("optimiser state is from %s, weights from %s: restarting momentum", state.get("progress"), progress)
+                state = None
+            log.info("resuming %s at %s", run_dir, progress)
+        else:
+            model = DeSTSeg(opts.backbone)
+            origin = load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights)
+            config = {
+                "backbone": opts.backbone,
+                "teacher": origin,
+                "image_size": opts.image_size,
+                "mean": list(model.spec.mean),
+                "std": list(model.spec.std),
+                "category": opts.category,
+                "data": str(Path(opts.data).resolve()),
+                "train_images": len(paths),
+                "options": {k: v for k, v in asdict(opts).items() if k not in ("resume", "out")},
+                "destseg_edge_version": destseg.__version__,
+            }
+        model = model.to(device).to(memory_format=torch.channels_last)
+        stream = SyntheticAnomalyStream(
+            paths, config["image_size"], config["mean"], config["std"], opts.seed, opts.category, opts.dtd
+        )
+
+        def save(phase: str, step: int, optimizer: torch.optim.Optimizer) -> None:
+            progress.update(phase=phase, step=step)
+            save_checkpoint(run_dir, model, config, dict(progress), {"optimizer": optimizer.state_dict()})
+
+        schedule = [("student", opts.steps_student, _student_loss, 0),
+                    ("segmentation", opts.steps_seg, _segmentation_loss, opts.steps_student * opts.batch_size)]
+        for phase, steps, loss_fn, offset in schedule:
+            done = PHASES.index(progress["phase"]) > PHASES.index(phase) or progress["phase"] == "done"
+            if done:
+                continue
+            first = progress["step"] if progress["phase"] == phase else 0
+            optimizer = _optimizer(model, phase, opts)
+            if state is not None and progress["phase"] == phase:
+                optimizer.load_state_dict(state["optimizer"])
+            _run_phase(model, phase, first, steps, offset, loss_fn, optimizer, stream, opts, device, save)
+            progress.update(phase=phase, step=steps)
+            state = None
+        progress.update(phase="done", step=opts.steps_seg)
+        save_checkpoint(run_dir, model, config, dict(progress))
+        (run_dir / "trainer_state.pt").unlink(missing_ok=True)
+        log.info("training finished: %s", run_dir)
+        if opts.evaluate and has_test_split(opts.data, opts.category):
+            from destseg.train.evaluate import evaluate_run
+
+            evaluate_run(run_dir, opts.data, opts.category, device=str(device))
+        return run_dir
+    finally:
+        log.removeHandler(handler)
+        handler.close()
