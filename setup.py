@@ -44,7 +44,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "destseg-synth=destseg.synth:main",
+            "destseg-synth=destseg.train.synthetic_dataset:main",
             "destseg-train=destseg.train.cli:main",
         ]
     },

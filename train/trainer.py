@@ -63,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _optimizer(model: DeSTSeg, phase: str, opts: TrainOptions) -> torch.optim.Optimizer:
+def make_optimizer(model: DeSTSeg, phase: str, opts: TrainOptions) -> torch.optim.Optimizer:
     if phase == "student":
         groups = [{"params": model.student.parameters(), "lr": opts.lr_student}]
     else:
@@ -75,14 +75,14 @@ def _optimizer(model: DeSTSeg, phase: str, opts: TrainOptions) -> torch.optim.Op
     return torch.optim.SGD(groups, momentum=opts.momentum, weight_decay=opts.weight_decay)
 
 
-def _student_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+def student_step_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     """The student sees the augmented image, the teacher the clean one."""
     with torch.no_grad():
         t_feats = model.teacher(batch["clean"])
     return cosine_distance_loss(model.student(batch["augmented"]), t_feats)
 
 
-def _segmentation_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+def segmentation_step_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Both frozen networks see the augmented image; only the segmentation network learns."""
     with torch.no_grad():
         t_feats = model.teacher(batch["augmented"])
@@ -91,7 +91,7 @@ def _segmentation_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.
     return segmentation_loss(logits.float(), mask_target(batch["mask"], logits.shape[-2:]))
 
 
-def _set_phase_modes(model: DeSTSeg, phase: str) -> None:
+def set_phase_modes(model: DeSTSeg, phase: str) -> None:
     model.train()
     model.student.requires_grad_(phase == "student")
     model.segmentation.requires_grad_(phase == "segmentation")
@@ -124,7 +124,7 @@ def _run_phase(
         persistent_workers=False,
         prefetch_factor=4 if opts.workers else None,
     )
-    _set_phase_modes(model, phase)
+    set_phase_modes(model, phase)
     bar = tqdm(total=last_step, initial=first_step, desc=f"step {PHASES.index(phase) + 1} {phase}", unit="it", dynamic_ncols=True)
     step, tic = first_step, time.perf_counter()
     for batch in loader:
@@ -202,14 +202,14 @@ def train(opts: TrainOptions) -> Path:
             progress.update(phase=phase, step=step)
             save_checkpoint(run_dir, model, config, dict(progress), {"optimizer": optimizer.state_dict()})
 
-        schedule = [("student", opts.steps_student, _student_loss, 0),
-                    ("segmentation", opts.steps_seg, _segmentation_loss, opts.steps_student * opts.batch_size)]
+        schedule = [("student", opts.steps_student, student_step_loss, 0),
+                    ("segmentation", opts.steps_seg, segmentation_step_loss, opts.steps_student * opts.batch_size)]
         for phase, steps, loss_fn, offset in schedule:
             done = PHASES.index(progress["phase"]) > PHASES.index(phase) or progress["phase"] == "done"
             if done:
                 continue
             first = progress["step"] if progress["phase"] == phase else 0
-            optimizer = _optimizer(model, phase, opts)
+            optimizer = make_optimizer(model, phase, opts)
             if state is not None and progress["phase"] == phase:
                 optimizer.load_state_dict(state["optimizer"])
             _run_phase(model, phase, first, steps, offset, loss_fn, optimizer, stream, opts, device, save)

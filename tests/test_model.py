@@ -1,0 +1,105 @@
+"""The networks match the spec's shapes and sizes, and the teachers load real weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from destseg.train.backbones import TeacherWeightsError, efficientnet_lite0_classifier, load_teacher_weights
+from destseg.train.model import DeSTSeg, top_k_score
+
+
+def _millions(module: torch.nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def test_resnet18_model_matches_the_paper_sizes():
+    model = DeSTSeg("resnet18").eval()
+    assert _millions(model.teacher) == pytest.approx(2.8, abs=0.05)
+    assert _millions(model.student) == pytest.approx(24.7, abs=0.05)
+    assert _millions(model.segmentation) == pytest.approx(7.7, abs=0.05)
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        t = model.teacher(x)
+        s = model.student(x)
+        out = model.predict(x)
+    assert [tuple(f.shape[1:]) for f in t] == [(64, 64, 64), (128, 32, 32), (256, 16, 16)]
+    assert [f.shape for f in s] == [f.shape for f in t]
+    assert model.segmentation_input(t, s).shape == (1, 448, 64, 64)
+    assert out["anomaly_map"].shape == (1, 1, 256, 256)
+    assert out["dest_map"].shape == (1, 1, 256, 256)
+    assert 0.0 <= out["anomaly_map"].min() and out["anomaly_map"].max() <= 1.0
+
+
+def test_lite0_student_mirrors_the_teacher_levels():
+    model = DeSTSeg("efficientnet_lite0").eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        t, s = model.teacher(x), model.student(x)
+    assert [tuple(f.shape[1:]) for f in t] == [(24, 32, 32), (40, 16, 16), (112, 8, 8)]
+    assert [f.shape for f in s] == [f.shape for f in t]
+
+
+def test_score_is_the_mean_of_the_top_100_pixels():
+    amap = torch.zeros(2, 1, 32, 32)
+    amap[0].view(-1)[:100] = 1.0
+    amap[0].view(-1)[100:200] = 0.5
+    amap[1].view(-1)[:50] = 1.0
+    assert top_k_score(amap).tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_teacher_stays_frozen_and_in_eval_mode():
+    model = DeSTSeg("resnet18").train()
+    assert not model.teacher.training
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+
+
+def test_packaged_efficientnet_lite0_weights_classify_a_cat():
+    skimage = pytest.importorskip("skimage")
+    import cv2
+
+    img = cv2.resize(skimage.data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    x = torch.from_numpy(((img - 0.5) / 0.5).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        top = int(efficientnet_lite0_classifier()(x).argmax())
+    assert 281 <= top <= 285  # ImageNet's cat classes
+
+
+def test_lite0_teacher_gets_the_packaged_weights():
+    model = DeSTSeg("efficientnet_lite0")
+    before = model.teacher.state_dict()["body.conv_stem.weight"].clone()
+    assert load_teacher_weights(model.teacher, "efficientnet_lite0").startswith("imagenet")
+    assert not torch.equal(before, model.teacher.state_dict()["body.conv_stem.weight"])
+
+
+def test_offline_resnet18_weights_error_names_both_ways_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty torchvision cache
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torch.hub as hub
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(hub, "download_url_to_file", offline)
+    with pytest.raises(TeacherWeightsError) as err:
+        load_teacher_weights(DeSTSeg("resnet18").teacher, "resnet18")
+    message = str(err.value)
+    assert "--teacher-weights" in message and "resnet18-f37072fd.pth" in message and str(tmp_path) in message
+
+
+def test_teacher_weights_file_is_loaded(tmp_path):
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model = DeSTSeg("resnet18")
+    assert load_teacher_weights(model.teacher, "resnet18", weights_file=str(tmp_path / "r18.pth")).startswith("file:")
+    assert torch.equal(model.teacher.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+
+
+def test_teacher_weights_of_the_wrong_backbone_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"conv1.weight": torch.zeros(8, 3, 7, 7)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(TeacherWeightsError, match="lacks"):
+        load_teacher_weights(DeSTSeg("resnet18").teacher, "resnet18", weights_file=str(tmp_path / "bad.safetensors"))
