@@ -1,0 +1,255 @@
+"""Adding INT8 to a bundle: calibrate, quantise both forms, report, gate, record.
+
+This is what ``destseg-export --int8`` calls once the FP32 bundle exists. The bundle is
+updated atomically: a refused model or an error leaves it exactly as it was, and the
+report of a refused model is written beside the bundle so the user can see why.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx
+
+from destseg.atomic import atomic_dir, write_json, write_text
+from destseg.bundle import load_bundle, sha256_file, write_meta
+from destseg.datasets import good_images, has_test_split, load_test_set, test_samples
+from destseg.images import read_rgb
+from destseg.preprocess import frame_to_input
+from destseg.calibration import modelopt, trt_cache
+from destseg.calibration.images import DEFAULT_COUNT, batches, select_images
+from destseg.calibration.quantize import QuantOptions, quantizable_nodes, quantize_both, qdq_summary, read_ranges
+from destseg.calibration.report import (
+    MAX_IMAGE_AUROC_DROP,
+    MAX_PIXEL_AP_DROP,
+    compare_outputs,
+    detection_metrics,
+    gate,
+    run_onnx,
+    to_markdown,
+)
+
+FORMS = ("int8_trt", "int8_cpu")
+HOLDOUT = 50
+
+
+class Int8GateError(ValueError):
+    """INT8 lost more accuracy than the gate allows."""
+
+
+@dataclass
+class Int8Options:
+    calib_dir: Optional[str] = None  # default: the run's training split
+    calib_category: Optional[str] = None
+    count: int = DEFAULT_COUNT
+    method: str = "minmax"
+    percentile: float = 99.99
+    quantizer: str = "ort"
+    force_calib: bool = False
+    eval_data: Optional[str] = None
+    eval_category: Optional[str] = None
+    allow_degraded: bool = False
+    search_budget_s: float = 300.0
+    seed: int = 0
+    ranges_file: Optional[str] = None  # reuse the ranges of an earlier calibration
+
+
+def _calibration_source(meta: Dict, opts: Int8Options) -> Tuple[str, Optional[str]]:
+    if opts.calib_dir:
+        return opts.calib_dir, opts.calib_category
+    run_config = meta["model"].get("config", {})
+    if not run_config.get("data"):
+        raise ValueError("no --calib-dir given and the bundle does not name its training data; pass --calib-dir DIR of normal images")
+    return run_config["data"], run_config.get("category")
+
+
+def _holdout(source: str, category: Optional[str], calib: List[Path], size: int, seed: int) -> Tuple[np.ndarray, bool]:
+    """Normal images not used for calibration; test/good, or the calibration set itself, as fall-backs."""
+    used = {p.resolve() for p in calib}
+    rest = [p for p in good_images(source, category) if p.resolve() not in used]
+    held_out = True
+    if not rest and category and has_test_split(source, category):
+        rest = [s.image for s in test_samples(source, category) if not s.is_anomalous]
+    if not rest:
+        rest, held_out = calib, False
+    if len(rest) > HOLDOUT:
+        rest = [rest[i] for i in sorted(np.random.default_rng(seed).permutation(len(rest))[:HOLDOUT])]
+    return np.stack([frame_to_input(read_rgb(p), size) for p in rest]), held_out
+
+
+def _margin(fp32: Dict[str, float], int8: Dict[str, float]) -> float:
+    """How far inside the gate (positive) or outside it (negative) a model is."""
+    drops = [MAX_IMAGE_AUROC_DROP - (fp32["image_auroc"] - int8["image_auroc"]),
+             MAX_PIXEL_AP_DROP - (fp32["pixel_ap"] - int8["pixel_ap"])]
+    return float("-inf") if any(np.isnan(d) for d in drops) else min(drops)
+
+
+class _Builder:
+    """Builds both INT8 forms for a given keep-float list from fixed ranges, and scores them."""
+
+    def __init__(self, fp32: Path, work: Path, batches_iter, qopts: QuantOptions, opts: Int8Options,
+                 input_name: str, calib_array, eval_set) -> None:
+        self.fp32, self.work, self.qopts, self.opts = fp32, work, qopts, opts
+        self.input_name, self.calib_array, self.eval_set = input_name, calib_array, eval_set
+        ranges = None
+        if opts.ranges_file:
+            ranges = work / "calibration_ranges.json"
+            shutil.copyfile(opts.ranges_file, ranges)
+        self.paths = quantize_both(fp32, work, batches_iter, qopts, input_name, ranges)
+        self._replace_trt_form_if_modelopt(qopts.keep_float)
+
+    def _replace_trt_form_if_modelopt(self, keep_float: List[str]) -> None:
+        if self.opts.quantizer == "modelopt":
+            modelopt.quantize_tensorrt_form(self.fp32, self.paths["int8_trt"], self.calib_array(),
+                                            self.input_name, self.opts.method, keep_float)
+
+    def rebuild(self, keep_float: List[str]) -> None:
+        self.qopts.keep_float = list(keep_float)
+        quantize_both(self.fp32, self.work, iter(()), self.qopts, self.input_name, self.paths["ranges"])
+        self._replace_trt_form_if_modelopt(keep_float)
+
+    def metrics(self) -> Dict[str, Dict[str, float]]:
+        images, labels, masks = self.eval_set
+        out = {}
+        for form in FORMS:
+            maps, scores = run_onnx(self.paths[form], images)
+            out[form] = detection_metrics(labels, masks, maps, scores)
+        return out
+
+
+def _sensitivity_search(builder: _Builder, fp32_metrics: Dict[str, float], budget_s: float) -> Tuple[List[str], Dict, Dict]:
+    """Greedy, time-bounded: measure each layer kept in float alone, then keep the best ones until the gate passes.
+
+    Layers are tried in network order from both ends inwards (the first convolution sees
+    the raw image, the last ones feed the sigmoid directly), so a short budget still
+    measures the usual suspects first.
+    """
+    start = time.monotonic()
+    nodes = quantizable_nodes(onnx.load(str(builder.fp32)))
+    order = [n for pair in zip(nodes, reversed(nodes)) for n in pair][: len(nodes)]
+    order = list(dict.fromkeys(order))
+    gains: Dict[str, float] = {}
+    trials = 0
+    for node in order:
+        if time.monotonic() - start > budget_s / 2:
+            break
+        builder.rebuild([node])
+        trials += 1
+        gains[node] = min(_margin(fp32_metrics, m) for m in builder.metrics().values())
+    kept: List[str] = []
+    best = None
+    for node in sorted(gains, key=gains.get, reverse=True):
+        if time.monotonic() - start > budget_s:
+            break
+        builder.rebuild(kept + [node])
+        trials += 1
+        metrics = builder.metrics()
+        margin = min(_margin(fp32_metrics, m) for m in metrics.values())
+        if best is None or margin > best[0]:
+            kept.append(node)
+            best = (margin, metrics)
+            if margin >= 0:
+                break
+    builder.rebuild(kept)
+    final = builder.metrics()
+    return kept, final, {"trials": trials, "seconds": round(time.monotonic() - start, 1), "measured_layers": len(gains)}
+
+
+def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
+    """Calibrate and add both INT8 forms to a bundle; return the quantisation report."""
+    bundle = load_bundle(bundle_dir)
+    size, input_name = bundle.image_size, bundle.input_name
+    source, category = _calibration_source(bundle.meta, opts)
+    calib = select_images(source, category, opts.count, opts.seed, opts.force_calib)
+    holdout, held_out = _holdout(source, category, calib, size, opts.seed)
+    eval_set = load_test_set(opts.eval_data, opts.eval_category, size) if opts.eval_data else None
+    fp32_path = bundle.model_path("fp32")
+    # A fixed-batch-1 graph takes one image per calibration call.
+    batch = 1 if not bundle.dynamic_batch else 8
+    qopts = QuantOptions(method=opts.method, percentile=opts.percentile)
+
+    with tempfile.TemporaryDirectory(prefix="destseg-int8-") as work_dir:
+        work = Path(work_dir)
+        builder = _Builder(fp32_path, work, batches(calib, size, batch), qopts, opts, input_name,
+                           lambda: np.concatenate(list(batches(calib, size, 1))), eval_set)
+        fp32_out = run_onnx(fp32_path, holdout)
+        report: Dict = {
+            "calibration": {
+                "method": opts.method,
+                "percentile": opts.percentile if opts.method == "percentile" else None,
+                "quantizer": opts.quantizer,
+                "count": len(calib),
+                "seed": opts.seed,
+                "source": str(source),
+                "category": category,
+            },
+            "normal_images": {},
+            "held_out": held_out,
+            "metrics": None,
+        }
+        if opts.ranges_file:
+            report["calibration"]["ranges_reused_from"] = str(opts.ranges_file)
+        gate_info: Dict = {"status": "not-evaluated", "reasons": ["no --eval-data: accuracy gate not applied"], "kept_float": []}
+        if eval_set is not None:
+            images, labels, masks = eval_set
+            fp32_maps, fp32_scores = run_onnx(fp32_path, images)
+            fp32_metrics = detection_metrics(labels, masks, fp32_maps, fp32_scores)
+            metrics = builder.metrics()
+            results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
+            kept: List[str] = []
+            search = None
+            if not all(r.passed for r in results.values()):
+                kept, metrics, search = _sensitivity_search(builder, fp32_metrics, opts.search_budget_s)
+                results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
+            passed = all(r.passed for r in results.values())
+            reasons = [f"{form}: {reason}" for form, r in results.items() for reason in r.reasons]
+            status = "passed" if passed else ("degraded-allowed" if opts.allow_degraded else "failed")
+            gate_info = {"status": status, "reasons": reasons, "kept_float": kept, "search": search}
+            report["metrics"] = {"fp32": fp32_metrics, **metrics,
+                                 **{f"delta_{f}": {k: metrics[f][k] - fp32_metrics[k] for k in fp32_metrics} for f in FORMS}}
+        for form in FORMS:
+            report["normal_images"][form] = compare_outputs(fp32_out, run_onnx(builder.paths[form], holdout))
+        report["gate"] = gate_info
+        report["qdq"] = {form: qdq_summary(onnx.load(str(builder.paths[form]))) for form in FORMS}
+
+        if gate_info["status"] == "failed":
+            failed = Path(bundle_dir).with_name(Path(bundle_dir).name + ".int8-refused")
+            failed.mkdir(parents=True, exist_ok=True)
+            write_json(failed / "quantization_report.json", report)
+            write_text(failed / "quantization_report.md", to_markdown(report))
+            raise Int8GateError(
+                "INT8 refused: " + "; ".join(gate_info["reasons"])
+                + f" (kept {len(gate_info['kept_float'])} layers in float); report in {failed}; "
+                "pass --allow-degraded to ship it anyway, or calibrate on more normal images"
+            )
+
+        with atomic_dir(bundle_dir, keep=True) as tmp:
+            for form, name in (("int8_trt", "model.int8.onnx"), ("int8_cpu", "model.int8.cpu.onnx")):
+                shutil.copyfile(builder.paths[form], tmp / name)
+            shutil.copyfile(builder.paths["ranges"], tmp / "calibration_ranges.json")
+            write_text(tmp / "calibration.cache", trt_cache.render(read_ranges(builder.paths["ranges"])))
+            write_json(tmp / "quantization_report.json", report)
+            write_text(tmp / "quantization_report.md", to_markdown(report))
+            meta = dict(bundle.meta)
+            meta["models"] = dict(meta["models"])
+            meta["models"]["int8_trt"] = {"file": "model.int8.onnx", "precision": "int8", "target": "tensorrt",
+                                          "form": "symmetric int8 Q/DQ, per-channel weights, float biases and tail",
+                                          "kept_float": gate_info["kept_float"]}
+            meta["models"]["int8_cpu"] = {"file": "model.int8.cpu.onnx", "precision": "int8", "target": "cpu",
+                                          "form": "uint8 activations, 7-bit per-channel int8 weights (no saturation without VNNI), int32 biases (ONNX Runtime)",
+                                          "kept_float": gate_info["kept_float"]}
+            meta["calibration"] = dict(
+                report["calibration"],
+                images=[{"name": p.name, "sha256": sha256_file(p)} for p in calib],
+                ranges_file="calibration_ranges.json",
+                tensorrt_cache="calibration.cache",
+                gate=gate_info["status"],
+            )
+            write_meta(tmp, meta, extra_files=["calibration_ranges.json", "calibration.cache",
+                                                "quantization_report.json", "quantization_report.md"])
+    return report

@@ -1,0 +1,176 @@
+"""Explicit INT8 quantisation of the fused graph, in the two forms the targets want.
+
+One calibration pass gives per-tensor ranges (saved as JSON in the bundle); both forms are
+built from those same ranges:
+
+- TensorRT form (``int8_trt``): symmetric int8 activations and weights, per-channel weights,
+  Q/DQ on the inputs of convolutions and residual adds, biases and the tail (sigmoid,
+  upsampling, top-k score) in float. TensorRT 10 and 11 build it as a strongly typed network.
+- CPU form (``int8_cpu``): unsigned 8-bit activations with signed per-channel weights and
+  int32 biases, which ONNX Runtime's x86 kernels run several times faster than the
+  symmetric form.
+
+Adds with a constant operand (the epsilon in the feature L2 normalisation) are not residual
+adds and stay in float: quantising them would crush a 1e-12 offset to zero.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+
+QUANTIZED_OPS = ("Conv", "Add")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class QuantOptions:
+    method: str = "minmax"
+    percentile: float = 99.99
+    keep_float: List[str] = field(default_factory=list)  # node names left unquantised
+
+
+def constant_names(model: onnx.ModelProto) -> set:
+    names = {i.name for i in model.graph.initializer}
+    names |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return names
+
+
+def non_residual_adds(model: onnx.ModelProto) -> List[str]:
+    """Add nodes with a constant operand: arithmetic, not a residual connection."""
+    consts = constant_names(model)
+    return [n.name for n in model.graph.node if n.op_type == "Add" and any(i in consts for i in n.input)]
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> List[str]:
+    """Names of the nodes that get Q/DQ: every Conv and every residual Add."""
+    skip = set(non_residual_adds(model))
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name not in skip]
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over uint8 batches (lazy: one batch in memory)."""
+
+    def __init__(self, input_name: str, batches: Iterator[np.ndarray]) -> None:
+        self.input_name, self.batches = input_name, batches
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        batch = next(self.batches, None)
+        return None if batch is None else {self.input_name: batch}
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def prepare(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> onnx.ModelProto:
+    """Shape inference before quantisation, keeping the exported graph's tensor names.
+
+    The names must stay those of model.onnx: TensorRT 8.5 reads the calibration cache by
+    tensor name while parsing model.onnx (the graph is already simplified at export).
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path), skip_optimization=True, skip_symbolic_shape=True)
+    model = onnx.load(str(out_path))
+    for node_index, node in enumerate(model.graph.node):  # the quantiser addresses nodes by name
+        if not node.name:
+            node.name = f"{node.op_type}_{node_index}"
+    onnx.save(model, str(out_path))
+    return model
+
+
+def _quantize(pre_path: Path, out_path: Path, ranges_path: Path, opts: QuantOptions, form: str,
+              input_name: str = "image", batches: Optional[Iterator[np.ndarray]] = None) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(pre_path))
+    nodes = [n for n in quantizable_nodes(model) if n not in set(opts.keep_float)]
+    extra = {"CalibMaxIntermediateOutputs": 8}
+    if opts.method == "percentile":
+        extra["CalibPercentile"] = opts.percentile
+    if form == "tensorrt":
+        extra.update(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
+                     OpTypesToExcludeOutputQuantization=["Add"])
+        activation = QuantType.QInt8
+    else:
+        activation = QuantType.QUInt8
+    quantize_static(
+        str(pre_path),
+        str(out_path),
+        _Reader(input_name, batches) if batches is not None else None,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        nodes_to_quantize=nodes,
+        per_channel=True,
+        reduce_range=form != "tensorrt",
+        activation_type=activation,
+        weight_type=QuantType.QInt8,
+        calibrate_method=_method(opts.method),
+        extra_options=extra,
+        calibration_cache_path=str(ranges_path),
+    )
+
+
+def quantize_both(
+    fp32_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    batches: Iterator[np.ndarray],
+    opts: QuantOptions,
+    input_name: str = "image",
+    ranges_path: Optional[str | os.PathLike] = None,
+) -> Dict[str, Path]:
+    """Calibrate once (unless ``ranges_path`` exists) and write both INT8 forms into ``out_dir``.
+
+    Returns the paths of ``int8_trt``, ``int8_cpu`` and ``ranges`` (JSON of per-tensor ranges).
+    """
+    if opts.method not in METHODS:
+        raise ValueError(f"unknown calibration method {opts.method!r}; choose {', '.join(METHODS)}")
+    out_dir = Path(out_dir)
+    ranges = Path(ranges_path) if ranges_path else out_dir / "calibration_ranges.json"
+    with tempfile.TemporaryDirectory(prefix="destseg-int8-") as tmp:
+        pre = Path(tmp) / "prepared.onnx"
+        prepare(fp32_path, pre)
+        trt_path, cpu_path = out_dir / "model.int8.onnx", out_dir / "model.int8.cpu.onnx"
+        _quantize(pre, trt_path, ranges, opts, "tensorrt", input_name, None if ranges.is_file() else batches)
+        _quantize(pre, cpu_path, ranges, opts, "cpu", input_name)
+    return {"int8_trt": trt_path, "int8_cpu": cpu_path, "ranges": ranges}
+
+
+def read_ranges(ranges_path: str | os.PathLike) -> Dict[str, Tuple[float, float]]:
+    """{tensor: (min, max)} from ONNX Runtime's calibration JSON."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(Path(ranges_path))
+    out = {}
+    for name, value in data.data.items():
+        lo, hi = value.range_value
+        out[name] = (float(np.asarray(lo).min()), float(np.asarray(hi).max()))
+    return out
+
+
+def qdq_summary(model: onnx.ModelProto) -> Dict[str, int]:
+    """Counts that say where Q/DQ went (for destseg.json and the report)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    quantized_convs = sum(1 for n in convs if n.input[0] in producers and producers[n.input[0]].op_type == "DequantizeLinear")
+    return {
+        "conv": len(convs),
+        "conv_int8": quantized_convs,
+        "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
+        "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
+    }
+
+
+def float_names(model: onnx.ModelProto, names: Sequence[str]) -> List[str]:
+    """Conv names that are kept in float by ``names`` (for the report)."""
+    wanted = set(names)
+    return [n.name for n in model.graph.node if n.name in wanted]

@@ -1,0 +1,124 @@
+"""How much INT8 changed the detector: the quantisation report and its accuracy gate.
+
+The report compares FP32 and INT8 on held-out normal images (anomaly-map differences,
+score correlations) and, given an evaluation set, the paper's metrics of both. The gate
+refuses an INT8 model that loses more than 1 point of image AUROC or 2 points of pixel AP.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+MAX_IMAGE_AUROC_DROP = 1.0  # points (percent)
+MAX_PIXEL_AP_DROP = 2.0
+
+
+def run_onnx(path: str | os.PathLike, images: np.ndarray, batch_size: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+    """(maps N x S x S, scores N) of an ONNX model with uint8 N x S x S x 3 input, on the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    fixed = session.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) else batch_size
+    maps, scores = [], []
+    for start in range(0, len(images), step):
+        amap, score = session.run(None, {name: images[start : start + step]})
+        maps.append(amap[:, 0])
+        scores.append(score)
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x))
+    return ranks
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def compare_outputs(ref: Tuple[np.ndarray, np.ndarray], quant: Tuple[np.ndarray, np.ndarray]) -> Dict[str, float]:
+    """Map mean and max absolute difference, score Pearson and Spearman correlation."""
+    diff = np.abs(ref[0].astype(np.float64) - quant[0])
+    return {
+        "images": int(len(ref[1])),
+        "map_mean_abs_diff": float(diff.mean()),
+        "map_max_abs_diff": float(diff.max()),
+        "score_mean_abs_diff": float(np.abs(ref[1] - quant[1]).mean()),
+        "score_pearson": _correlation(ref[1], quant[1]),
+        "score_spearman": _correlation(_ranks(ref[1]), _ranks(quant[1])),
+    }
+
+
+def detection_metrics(labels: np.ndarray, masks: np.ndarray, maps: np.ndarray, scores: np.ndarray) -> Dict[str, float]:
+    """The paper's metrics in percent, from destseg.metrics."""
+    from destseg import metrics
+
+    iap, iap90 = metrics.iap(masks, maps)
+    values = {
+        "image_auroc": metrics.image_auroc(labels, scores),
+        "pixel_auroc": metrics.pixel_auroc(masks, maps),
+        "pixel_ap": metrics.pixel_ap(masks, maps),
+        "aupro": metrics.aupro(masks, maps),
+        "iap": iap,
+        "iap90": iap90,
+    }
+    return {k: 100.0 * float(v) for k, v in values.items()}
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    reasons: List[str]
+
+
+def gate(fp32: Dict[str, float], int8: Dict[str, float]) -> GateResult:
+    """Fail on more than 1 point of image AUROC or 2 of pixel AP lost, or a metric that became NaN."""
+    reasons = []
+    for key, limit in (("image_auroc", MAX_IMAGE_AUROC_DROP), ("pixel_ap", MAX_PIXEL_AP_DROP)):
+        ref, new = fp32[key], int8[key]
+        if np.isnan(ref):
+            continue
+        if np.isnan(new):
+            reasons.append(f"{key} of the INT8 model is undefined (FP32: {ref:.2f}): its outputs collapsed to a constant")
+        elif ref - new > limit:
+            reasons.append(f"{key} dropped from {ref:.2f} to {new:.2f} (limit {limit:.0f} point{'s' if limit > 1 else ''})")
+    return GateResult(not reasons, reasons)
+
+
+def to_markdown(report: Dict) -> str:
+    """The human-readable twin of quantization_report.json."""
+    lines = ["# INT8 quantisation report", ""]
+    cal = report["calibration"]
+    lines += [f"Calibration: {cal['method']} on {cal['count']} normal images; quantiser {cal['quantizer']}.", ""]
+    lines += ["## FP32 vs INT8 on held-out normal images", "",
+              "| model | images | map mean abs diff | map max abs diff | score Pearson | score Spearman |",
+              "|---|---|---|---|---|---|"]
+    for form, row in report["normal_images"].items():
+        lines.append(f"| {form} | {row['images']} | {row['map_mean_abs_diff']:.5f} | {row['map_max_abs_diff']:.4f} "
+                     f"| {row['score_pearson']:.4f} | {row['score_spearman']:.4f} |")
+    if report.get("metrics"):
+        keys = list(report["metrics"]["fp32"])
+        lines += ["", "## Detection metrics (percent)", "", "| model | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys)]
+        for name, row in report["metrics"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[k]:+.2f}" if name.startswith("delta") else f"{row[k]:.2f}" for k in keys) + " |")
+    g = report["gate"]
+    lines += ["", f"## Gate: {g['status']}", ""]
+    lines += [f"- {r}" for r in g.get("reasons", [])]
+    if g.get("search"):
+        s = g["search"]
+        kept = ", ".join(g["kept_float"]) or "none that helped"
+        lines += [f"- sensitivity search: {s['trials']} trials in {s['seconds']} s over {s['measured_layers']} layers; kept in float: {kept}"]
+    return "\n".join(lines) + "\n"
