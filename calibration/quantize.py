@@ -54,14 +54,40 @@ def quantizable_nodes(model: onnx.ModelProto) -> List[str]:
 
 
 class _Reader:
-    """ONNX Runtime CalibrationDataReader over uint8 batches (lazy: one batch in memory)."""
+    """ONNX Runtime CalibrationDataReader over a list of uint8 batches."""
 
-    def __init__(self, input_name: str, batches: Iterator[np.ndarray]) -> None:
-        self.input_name, self.batches = input_name, batches
+    def __init__(self, input_name: str, batches: List[np.ndarray]) -> None:
+        self.input_name, self.batches = input_name, iter(batches)
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         batch = next(self.batches, None)
         return None if batch is None else {self.input_name: batch}
+
+
+def calibrate(pre_path: Path, ranges_path: Path, batches: Iterator[np.ndarray], opts: QuantOptions,
+              input_name: str, chunk: int = 8) -> None:
+    """Per-tensor ranges over all batches, a chunk at a time, saved as ONNX Runtime's JSON.
+
+    quantize_static keeps every intermediate output of every image in memory (gigabytes for
+    500 images at 256 x 256), and its CalibMaxIntermediateOutputs option drops data instead
+    of merging it (ONNX Runtime 1.32). Feeding the calibrator chunk by chunk merges ranges
+    (MinMax) or histograms (entropy, percentile) with bounded memory.
+    """
+    from itertools import islice
+
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    extra = {"percentile": opts.percentile} if opts.method == "percentile" else {}
+    with tempfile.TemporaryDirectory(prefix="destseg-calib-") as tmp:
+        calibrator = create_calibrator(pre_path, list(QUANTIZED_OPS), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=_method(opts.method), extra_options=extra)
+        seen = 0
+        while batch_list := list(islice(batches, chunk)):
+            calibrator.collect_data(_Reader(input_name, batch_list))
+            seen += len(batch_list)
+        if not seen:
+            raise ValueError("no calibration images were read; check --calib-dir")
+        save_tensors_data(calibrator.compute_data(), ranges_path)
 
 
 def _method(name: str):
@@ -88,15 +114,12 @@ def prepare(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> onnx.M
     return model
 
 
-def _quantize(pre_path: Path, out_path: Path, ranges_path: Path, opts: QuantOptions, form: str,
-              input_name: str = "image", batches: Optional[Iterator[np.ndarray]] = None) -> None:
+def _quantize(pre_path: Path, out_path: Path, ranges_path: Path, opts: QuantOptions, form: str) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(pre_path))
     nodes = [n for n in quantizable_nodes(model) if n not in set(opts.keep_float)]
-    extra = {"CalibMaxIntermediateOutputs": 8}
-    if opts.method == "percentile":
-        extra["CalibPercentile"] = opts.percentile
+    extra = {}
     if form == "tensorrt":
         extra.update(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
                      OpTypesToExcludeOutputQuantization=["Add"])
@@ -106,7 +129,7 @@ def _quantize(pre_path: Path, out_path: Path, ranges_path: Path, opts: QuantOpti
     quantize_static(
         str(pre_path),
         str(out_path),
-        _Reader(input_name, batches) if batches is not None else None,
+        None,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS),
         nodes_to_quantize=nodes,
@@ -140,8 +163,10 @@ def quantize_both(
         pre = Path(tmp) / "prepared.onnx"
         prepare(fp32_path, pre)
         trt_path, cpu_path = out_dir / "model.int8.onnx", out_dir / "model.int8.cpu.onnx"
-        _quantize(pre, trt_path, ranges, opts, "tensorrt", input_name, None if ranges.is_file() else batches)
-        _quantize(pre, cpu_path, ranges, opts, "cpu", input_name)
+        if not ranges.is_file():
+            calibrate(pre, ranges, batches, opts, input_name)
+        _quantize(pre, trt_path, ranges, opts, "tensorrt")
+        _quantize(pre, cpu_path, ranges, opts, "cpu")
     return {"int8_trt": trt_path, "int8_cpu": cpu_path, "ranges": ranges}
 
 

@@ -50,3 +50,13 @@ def tiny_run(synthetic_root, tmp_path_factory) -> Path:
 def tiny_run_lite0(synthetic_root, tmp_path_factory) -> Path:
     """A trained efficientnet_lite0 run (random teacher) at 64 x 64."""
     return train_tiny(synthetic_root, tmp_path_factory.mktemp("run") / "lite0", backbone="efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """The tiny resnet18 run exported as an FP32 bundle (batch 1)."""
+    from destseg.export.bundle_writer import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    export_bundle(tiny_run, out)
+    return out

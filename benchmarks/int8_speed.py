@@ -1,0 +1,160 @@
+"""INT8 vs FP32 on the CPU, side by side in one run, and where the time goes.
+
+Times, on the same exported model and input: ONNX Runtime FP32, the INT8 CPU form, the
+INT8 TensorRT form (run by ONNX Runtime, for reference), PyTorch eager FP32 and PyTorch
+bfloat16 autocast; then ONNX Runtime's profiler, summed per op type.
+
+Targets (issue: INT8): the CPU INT8 model at most 0.4 x the FP32 ONNX Runtime latency,
+and faster than PyTorch bfloat16 autocast.
+
+    python benchmarks/int8_speed.py                      # random-weight resnet18 at 256, built here
+    python benchmarks/int8_speed.py --bundle B --run R   # an exported model and its run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+
+def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples: List[float] = []
+    for _ in range(runs):
+        tic = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - tic) * 1000.0)
+    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples)}
+
+
+def ort_session(path: Path, threads: int, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def profile_by_op(path: Path, feed: Dict[str, np.ndarray], threads: int, runs: int, out_dir: Path) -> Dict[str, float]:
+    """Milliseconds per run, summed per op type, from ONNX Runtime's profiler."""
+    session = ort_session(path, threads, str(out_dir / path.stem))
+    session.run(None, feed)
+    for _ in range(runs):
+        session.run(None, feed)
+    trace = json.loads(Path(session.end_profiling()).read_text())
+    per_op: Dict[str, float] = defaultdict(float)
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"] / 1000.0 / (runs + 1)
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def build_random_bundle(work: Path, backbone: str, size: int) -> tuple[Path, Path]:
+    """A random-weight run, exported and INT8-calibrated on synthetic images (latency needs no training)."""
+    import torch
+
+    from destseg.calibration.int8 import Int8Options, add_int8
+    from destseg.export.bundle_writer import export_bundle
+    from destseg.images import write_image
+    from destseg.train.checkpoint import save_checkpoint
+    from destseg.train.model import DeSTSeg
+
+    torch.manual_seed(0)
+    model = DeSTSeg(backbone)
+    run = work / "run"
+    config = {"backbone": backbone, "teacher": "random", "image_size": size, "mean": list(model.spec.mean),
+              "std": list(model.spec.std), "category": None, "data": str(work / "calib")}
+    save_checkpoint(run, model, config, {"phase": "done", "step": 0})
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        write_image(work / "calib" / f"{i}.png", rng.integers(60, 200, (size, size, 3), dtype=np.uint8))
+    bundle = work / "bundle"
+    export_bundle(run, bundle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        add_int8(bundle, Int8Options(count=16))
+    return run, bundle
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", help="bundle with int8 variants (default: build a random-weight one)")
+    p.add_argument("--run", help="the bundle's training run, for the PyTorch rows")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--profile-runs", type=int, default=3)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+
+    import torch
+
+    from destseg.bundle import load_bundle
+    from destseg.train.checkpoint import load_run
+
+    with tempfile.TemporaryDirectory(prefix="destseg-int8-speed-") as tmp:
+        work = Path(tmp)
+        run, bundle_dir = (Path(args.run), Path(args.bundle)) if args.bundle else build_random_bundle(work, args.backbone, args.image_size)
+        bundle = load_bundle(bundle_dir)
+        size = bundle.image_size
+        frame = np.random.default_rng(1).integers(0, 255, (1, size, size, 3), dtype=np.uint8)
+        feed = {bundle.input_name: frame}
+        torch.set_num_threads(args.threads)
+        results: Dict[str, Dict[str, float]] = {}
+        for variant in ("fp32", "int8_cpu", "int8_trt"):
+            session = ort_session(bundle.model_path(variant), args.threads)
+            results[f"onnxruntime {variant}"] = timed(lambda: session.run(None, feed), args.warmup, args.runs)
+        model, config = load_run(run)
+        from destseg.export.fused import fused_from_run
+
+        fused = fused_from_run(model, config).eval()
+        x = torch.from_numpy(frame)
+        with torch.inference_mode():
+            results["torch eager fp32"] = timed(lambda: fused(x), args.warmup, args.runs)
+
+            def bf16() -> object:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return fused(x)
+
+            results["torch bf16 autocast"] = timed(bf16, args.warmup, args.runs)
+        fp32 = results["onnxruntime fp32"]["median_ms"]
+        print(f"threads={args.threads} size={size} backbone={bundle.meta['model']['backbone']} runs={args.runs}")
+        print(f"{'configuration':<26}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'x FP32 ORT':>12}")
+        for name, row in results.items():
+            print(f"{name:<26}{row['median_ms']:>11.1f}{row['min_ms']:>9.1f}{row['max_ms']:>9.1f}{row['median_ms'] / fp32:>12.2f}")
+        int8 = results["onnxruntime int8_cpu"]["median_ms"]
+        checks = {
+            "int8_cpu <= 0.4 x fp32 ORT": int8 <= 0.4 * fp32,
+            "int8_cpu faster than torch bf16 autocast": int8 < results["torch bf16 autocast"]["median_ms"],
+        }
+        for name, ok in checks.items():
+            print(f"target {name}: {'met' if ok else 'MISSED'}")
+        profiles = {}
+        for variant in ("fp32", "int8_cpu"):
+            per_op = profile_by_op(bundle.model_path(variant), feed, args.threads, args.profile_runs, work)
+            profiles[variant] = per_op
+            total = sum(per_op.values())
+            top = ", ".join(f"{op} {ms:.1f} ms ({100 * ms / total:.0f}%)" for op, ms in list(per_op.items())[:6])
+            print(f"profile {variant}: {total:.1f} ms in kernels; {top}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"results": results, "targets": checks, "profile_ms_per_op": profiles}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
