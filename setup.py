@@ -28,6 +28,7 @@ setup(
         "destseg.runtime": "runtime",
         "destseg.runtime.backends": "runtime/backends",
     },
+    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"]},
     install_requires=["numpy", "opencv-python-headless"],
     extras_require={
         "train": TORCH + [
@@ -46,6 +47,10 @@ setup(
         "console_scripts": [
             "destseg-synth=destseg.train.synthetic_dataset:main",
             "destseg-train=destseg.train.cli:main",
+            "destseg-eval=destseg.train.evaluate:main",
+            "destseg-export=destseg.export.cli:main",
+            "destseg-runtime=destseg.runtime.cli:main",
+            "destseg-bench=destseg.runtime.bench:main",
         ]
     },
 )

@@ -14,6 +14,20 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the result the mode a plain open/mkdir would.
+
+    A runtime service running as another user must be able to read a bundle.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
@@ -24,6 +38,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            _plain_mode(tmp_path, directory=False)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -54,6 +70,7 @@ def atomic_dir(path: str | os.PathLike, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp)
             shutil.copytree(path, tmp)
         yield tmp
+        _plain_mode(tmp, directory=True)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")

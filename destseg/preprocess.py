@@ -6,6 +6,8 @@ path (videoscale / nvvidconv); files go through :func:`frame_to_input`, which ma
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from destseg.images import resize_square
@@ -21,9 +23,13 @@ def frame_to_input(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(resize_square(rgb, size))
 
 
-def normalize(batch_uint8: np.ndarray) -> np.ndarray:
-    """N x S x S x 3 uint8 to N x 3 x S x S float32, ImageNet-normalised (the graph's first ops)."""
+def normalize(batch_uint8: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """N x S x S x 3 uint8 to N x 3 x S x S float32, normalised (what the fused graph does first).
+
+    Pass the run's or bundle's mean/std: the EfficientNet-Lite teacher uses 0.5/0.5.
+    """
     x = batch_uint8.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-    mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
-    return (x - mean) / std
+    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return (x - m) / s

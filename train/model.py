@@ -59,6 +59,7 @@ class EfficientNetLite0Teacher(nn.Module):
         import timm
 
         self.body = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3))
+        self.body.blocks = self.body.blocks[:5]  # stages past stride 16 feed no level: don't run them
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         return list(self.body(x))

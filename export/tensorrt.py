@@ -1,0 +1,464 @@
+"""TensorRT engines from the bundle's ONNX: one builder, used by destseg-export and the runtime.
+
+An engine (and its timing cache) is only valid for the GPU and TensorRT version that built
+it, so engines are files in a cache keyed by GPU name, compute capability, TensorRT
+version, precision, ONNX hash and batch profile, each with a sidecar JSON saying what it
+is. The workstation exports ONNX; the Jetson builds its own engine at first start with
+this same code and reuses it afterwards.
+
+Everything that differs between TensorRT 8.5 (JetPack 5), 10.x (JetPack 6/7) and 11.x
+lives in :func:`build_recipe`, a pure function of the version string, so it is tested on
+machines without TensorRT. This module never imports torch, and imports tensorrt only
+inside the functions that build.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import destseg
+from destseg.atomic import atomic_path, write_json
+from destseg.bundle import sha256_file
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_WORKSPACE_GB = 1.0
+MIN_VERSION = (8, 5)  # JetPack 5.1
+ENGINE_SUFFIX = ".engine"
+SIDECAR_SUFFIX = ".json"
+
+
+class TensorRTError(ValueError):
+    """TensorRT is missing, too old, or rejected the model; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What makes an engine portable or not: the GPU and the TensorRT that built it."""
+
+    gpu_name: str
+    compute_capability: str  # "8.7"
+    tensorrt_version: str  # "10.3.0.30"
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    """Names of the flags one TensorRT version needs to build one precision."""
+
+    network_flags: Tuple[str, ...]  # trt.NetworkDefinitionCreationFlag members
+    builder_flags: Tuple[str, ...]  # trt.BuilderFlag members
+    uses_calibrator: bool  # implicit INT8 (an IInt8Calibrator on the builder config)
+
+
+def default_cache_dir() -> Path:
+    """$DESTSEG_ENGINE_CACHE, else $XDG_CACHE_HOME/destseg/engines, else ~/.cache/destseg/engines."""
+    if os.environ.get("DESTSEG_ENGINE_CACHE"):
+        return Path(os.environ["DESTSEG_ENGINE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "destseg" / "engines"
+
+
+def parse_version(text: str) -> Tuple[int, int]:
+    match = re.match(r"^\s*(\d+)\.(\d+)", str(text))
+    if not match:
+        raise TensorRTError(f"cannot read a TensorRT version from {text!r}; expected MAJOR.MINOR[.PATCH]")
+    return int(match.group(1)), int(match.group(2))
+
+
+def build_recipe(tensorrt_version: str, precision: str, calibrator: bool = False) -> BuildRecipe:
+    """The one place that knows how TensorRT versions differ when building.
+
+    - before 10, networks need EXPLICIT_BATCH (it is the default and deprecated from 10);
+    - 10.x has weak typing (FP16/INT8 builder flags) and STRONGLY_TYPED networks, which is
+      how a Q/DQ graph must be built to keep the exporter's precisions;
+    - 11.x removed weak typing: every network is strongly typed, the precision flags and
+      the implicit INT8 calibrator are gone (an FP16 engine needs an FP16-typed ONNX);
+    - 8.5 builds a Q/DQ graph with the INT8 flag, and is the last that needs the implicit
+      calibrator's cache for the INT8 path of older JetPacks.
+    """
+    if precision not in PRECISIONS:
+        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    major, minor = parse_version(tensorrt_version)
+    if (major, minor) < MIN_VERSION:
+        raise TensorRTError(
+            f"TensorRT {tensorrt_version} is too old: destseg-edge needs 8.5 (JetPack 5.1) or newer; "
+            f"upgrade JetPack or use the onnxruntime backend"
+        )
+    explicit_batch = ("EXPLICIT_BATCH",) if major < 10 else ()
+    if precision == "fp32":
+        return BuildRecipe(explicit_batch, (), False)
+    if precision == "fp16":
+        if major >= 11:
+            raise TensorRTError(
+                f"TensorRT {tensorrt_version} has no FP16 builder flag (weak typing was removed in 11); "
+                f"convert model.onnx to FP16 with ModelOpt AutoCast first, or build fp32 or int8"
+            )
+        return BuildRecipe(explicit_batch, ("FP16",), False)
+    if calibrator:
+        if major >= 11:
+            raise TensorRTError(
+                f"TensorRT {tensorrt_version} removed implicit INT8 calibration; build the bundle's "
+                f"Q/DQ model (int8_trt variant) without a calibrator"
+            )
+        return BuildRecipe(explicit_batch, ("INT8",), True)
+    if major >= 11:
+        return BuildRecipe((), (), False)  # strongly typed is the only mode
+    if major >= 10:
+        return BuildRecipe(("STRONGLY_TYPED",), (), False)
+    return BuildRecipe(explicit_batch, ("INT8",), False)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
+
+
+def device_prefix(device: DeviceInfo) -> str:
+    """GPU, compute capability and TensorRT version as a file-name prefix (shared by the timing cache)."""
+    cc = device.compute_capability.replace(".", "")
+    return f"{_slug(device.gpu_name)}-sm{cc}-trt{device.tensorrt_version}"
+
+
+def engine_key(
+    onnx_sha256: str,
+    precision: str,
+    device: DeviceInfo,
+    batch: Optional[Tuple[int, int, int]] = None,
+) -> str:
+    """A file-name-safe key that changes whenever the engine would be invalid.
+
+    ``batch`` is the (min, opt, max) profile of a dynamic-batch graph; a static graph has none.
+    """
+    if precision not in PRECISIONS:
+        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if not re.fullmatch(r"[0-9a-f]{64}", onnx_sha256):
+        raise TensorRTError(f"{onnx_sha256!r} is not a sha256 hex digest of the ONNX file")
+    key = f"{device_prefix(device)}-{precision}-{onnx_sha256[:16]}"
+    if batch is not None:
+        key += "-b{}-{}-{}".format(*batch)
+    return key
+
+
+def engine_path(cache_dir: str | os.PathLike, key: str) -> Path:
+    return Path(cache_dir) / f"{key}{ENGINE_SUFFIX}"
+
+
+def sidecar_path(engine: str | os.PathLike) -> Path:
+    return Path(engine).with_suffix(SIDECAR_SUFFIX)
+
+
+def timing_cache_path(cache_dir: str | os.PathLike, device: DeviceInfo) -> Path:
+    """One timing cache per GPU and TensorRT version: it speeds up every later build there."""
+    return Path(cache_dir) / f"{device_prefix(device)}.timing-cache"
+
+
+def batch_profile(min_batch: Optional[int], opt_batch: Optional[int], max_batch: Optional[int]) -> Optional[Tuple[int, int, int]]:
+    """(min, opt, max) from the three optional numbers, or None for a static graph."""
+    given = [b for b in (min_batch, opt_batch, max_batch) if b is not None]
+    if not given:
+        return None
+    lo = min_batch if min_batch is not None else 1
+    hi = max_batch if max_batch is not None else max(given)
+    opt = opt_batch if opt_batch is not None else lo
+    if not 1 <= lo <= opt <= hi:
+        raise TensorRTError(f"batch profile must satisfy 1 <= min <= opt <= max, got {lo}, {opt}, {hi}")
+    return lo, opt, hi
+
+
+def format_parser_errors(errors: Sequence[Any], onnx_name: str, node_names: Optional[Sequence[str]] = None) -> str:
+    """One line naming each node TensorRT's ONNX parser rejected and why.
+
+    ``errors`` are parser.get_error(i) objects: desc() and node() everywhere; TensorRT 10
+    adds node_name() and node_operator(), and for 8.5 the names come from ``node_names``
+    (the ONNX graph's node list) when the onnx package is there to read them.
+    """
+    parts = []
+    for err in errors:
+        index = err.node()
+        name = err.node_name() if hasattr(err, "node_name") else ""
+        op = err.node_operator() if hasattr(err, "node_operator") else ""
+        if not name and node_names is not None and 0 <= index < len(node_names):
+            name = node_names[index]
+        where = f"node {index}" if index >= 0 else "graph"
+        label = " ".join(p for p in (op, repr(name) if name else "") if p)
+        parts.append(f"{where}{' ' + label if label else ''}: {err.desc()}")
+    if not parts:
+        return f"TensorRT's ONNX parser rejected {onnx_name} without saying why; rerun with TensorRT verbose logging"
+    return f"TensorRT's ONNX parser rejected {onnx_name} ({len(parts)} error{'s' if len(parts) > 1 else ''}): " + "; ".join(parts)
+
+
+def _import_trt():
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise TensorRTError(
+            "TensorRT is not installed here (import tensorrt failed); on a Jetson it comes with JetPack, "
+            "elsewhere pip install tensorrt, or use the onnxruntime backend"
+        ) from exc
+    return tensorrt
+
+
+def _cuda_driver():
+    """libcuda through ctypes: the driver API is on every machine that can run TensorRT
+    (desktop drivers and JetPack alike), so no pycuda, cuda-python or torch is needed."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        if lib.cuInit(0) == 0:
+            return lib
+        raise TensorRTError(f"the NVIDIA driver ({name}) is there but cuInit failed: no usable GPU (check nvidia-smi or tegrastats)")
+    raise TensorRTError("no NVIDIA driver (libcuda) found: TensorRT needs an NVIDIA GPU; use the onnxruntime backend here")
+
+
+def _cuda_device(ordinal: int) -> Tuple[str, str]:
+    lib = _cuda_driver()
+
+    def call(what: str, rc: int) -> None:
+        if rc != 0:
+            raise TensorRTError(f"CUDA driver call {what} failed with error {rc} for GPU {ordinal}; check the driver with nvidia-smi or tegrastats")
+
+    count = ctypes.c_int(0)
+    call("cuDeviceGetCount", lib.cuDeviceGetCount(ctypes.byref(count)))
+    if count.value <= ordinal:
+        raise TensorRTError(f"GPU {ordinal} not found (the driver sees {count.value}); pick another device")
+    dev = ctypes.c_int(0)
+    call("cuDeviceGet", lib.cuDeviceGet(ctypes.byref(dev), ordinal))
+    name = ctypes.create_string_buffer(256)
+    call("cuDeviceGetName", lib.cuDeviceGetName(name, 256, dev))
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev))  # COMPUTE_CAPABILITY_MAJOR
+    call("cuDeviceGetAttribute", lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev))  # COMPUTE_CAPABILITY_MINOR
+    return name.value.decode(errors="replace").strip(), f"{major.value}.{minor.value}"
+
+
+def device_info(ordinal: int = 0) -> DeviceInfo:
+    """This machine's GPU and TensorRT, or a TensorRTError saying which is missing."""
+    trt = _import_trt()
+    name, cc = _cuda_device(ordinal)
+    return DeviceInfo(name, cc, trt.__version__)
+
+
+def why_no_tensorrt() -> Optional[str]:
+    """None when engines can be built here, else the reason (for logs, skips and the CLI)."""
+    try:
+        device_info()
+    except TensorRTError as exc:
+        return str(exc)
+    return None
+
+
+def trt_available() -> bool:
+    return why_no_tensorrt() is None
+
+
+def _make_logger(trt):
+    """A TensorRT logger that forwards to logging and keeps errors for the exception message."""
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: List[str] = []
+
+        def log(self, severity, msg) -> None:
+            level = int(severity)
+            if level <= int(trt.ILogger.Severity.ERROR):
+                self.errors.append(str(msg))
+                log.error("TensorRT: %s", msg)
+            elif level == int(trt.ILogger.Severity.WARNING):
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return CollectingLogger()
+
+
+def _onnx_node_names(onnx_path: Path) -> Optional[List[str]]:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return [n.name or n.op_type for n in model.graph.node]
+
+
+def read_sidecar(engine: str | os.PathLike) -> Optional[Dict[str, Any]]:
+    path = sidecar_path(engine)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def cached_engine(engine: Path, key: str, onnx_sha256: str) -> bool:
+    """True when ``engine`` is a complete build of exactly this key (a half-copied cache is rebuilt)."""
+    side = read_sidecar(engine)
+    return (
+        engine.is_file()
+        and side is not None
+        and side.get("key") == key
+        and side.get("onnx_sha256") == onnx_sha256
+        and side.get("engine_sha256") == sha256_file(engine)
+    )
+
+
+def build_engine(
+    onnx_path: str | os.PathLike,
+    precision: str = "fp32",
+    out_dir: str | os.PathLike | None = None,
+    workspace_gb: float = DEFAULT_WORKSPACE_GB,
+    min_batch: Optional[int] = None,
+    opt_batch: Optional[int] = None,
+    max_batch: Optional[int] = None,
+    calibrator: Any = None,
+    device: Optional[DeviceInfo] = None,
+    force: bool = False,
+) -> Path:
+    """Build (or find in ``out_dir``) the serialised engine for this ONNX, precision and GPU.
+
+    Pass min/opt/max batch for a dynamic-batch graph. ``calibrator`` is an IInt8Calibrator
+    for implicit INT8 on TensorRT before 11 (the Q/DQ graph needs none). Returns the plan's
+    path; its sidecar JSON sits beside it, the timing cache in the same folder.
+    """
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise TensorRTError(f"ONNX file {onnx_path} does not exist; export a bundle with destseg-export first")
+    device = device or device_info()
+    recipe = build_recipe(device.tensorrt_version, precision, calibrator is not None)
+    profile = batch_profile(min_batch, opt_batch, max_batch)
+    onnx_sha = sha256_file(onnx_path)
+    out_dir = Path(out_dir) if out_dir is not None else default_cache_dir()
+    key = engine_key(onnx_sha, precision, device, profile)
+    engine = engine_path(out_dir, key)
+    if not force and cached_engine(engine, key, onnx_sha):
+        log.info("using cached TensorRT engine %s", engine)
+        return engine
+
+    trt = _import_trt()
+    logger = _make_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    for name in recipe.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+        raise TensorRTError(format_parser_errors(errors, onnx_path.name, _onnx_node_names(onnx_path)))
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    for name in recipe.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if recipe.uses_calibrator:
+        config.int8_calibrator = calibrator
+    _add_profile(builder, network, config, profile, onnx_path.name)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timing_file = timing_cache_path(out_dir, device)
+    timing = config.create_timing_cache(timing_file.read_bytes() if timing_file.is_file() else b"")
+    config.set_timing_cache(timing, ignore_mismatch=False)
+
+    log.info("building TensorRT %s engine for %s on %s (minutes on a Jetson)", precision, onnx_path.name, device.gpu_name)
+    start = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        detail = logger.errors[-1] if logger.errors else "no error was logged"
+        raise TensorRTError(f"TensorRT could not build a {precision} engine from {onnx_path.name}: {detail}")
+    seconds = time.perf_counter() - start
+
+    with atomic_path(engine) as tmp:
+        tmp.write_bytes(memoryview(plan))
+    with atomic_path(timing_file) as tmp:
+        tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    write_json(sidecar_path(engine), {
+        "key": key,
+        "engine": engine.name,
+        "engine_sha256": sha256_file(engine),
+        "onnx": onnx_path.name,
+        "onnx_sha256": onnx_sha,
+        "precision": precision,
+        "device": asdict(device),
+        "batch_profile": list(profile) if profile else None,
+        "workspace_gb": workspace_gb,
+        "network_flags": list(recipe.network_flags),
+        "builder_flags": list(recipe.builder_flags),
+        "implicit_int8_calibrator": recipe.uses_calibrator,
+        "timing_cache": timing_file.name,
+        "build_seconds": round(seconds, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "destseg_edge_version": destseg.__version__,
+    })
+    log.info("TensorRT engine %s built in %.0f s", engine, seconds)
+    return engine
+
+
+def _add_profile(builder, network, config, profile: Optional[Tuple[int, int, int]], onnx_name: str) -> None:
+    """An optimisation profile for a dynamic batch; only the batch dimension may be dynamic."""
+    dynamic = []
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shape = tuple(tensor.shape)
+        if any(d < 0 for d in shape[1:]):
+            raise TensorRTError(f"{onnx_name}: input {tensor.name} has dynamic non-batch dims {shape}; re-export with a fixed image size")
+        if shape and shape[0] < 0:
+            dynamic.append((tensor.name, shape[1:]))
+    if dynamic and profile is None:
+        raise TensorRTError(f"{onnx_name} has a dynamic batch: pass min/opt/max batch (destseg.json io.batch_profile)")
+    if not dynamic:
+        if profile is not None:
+            log.warning("%s has a static batch; ignoring the batch profile %s", onnx_name, profile)
+        return
+    opt_profile = builder.create_optimization_profile()
+    for name, rest in dynamic:
+        lo, opt, hi = profile
+        opt_profile.set_shape(name, (lo, *rest), (opt, *rest), (hi, *rest))
+    config.add_optimization_profile(opt_profile)
+
+
+# Which bundle variant each engine precision is built from.
+BUNDLE_VARIANTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_trt"}
+
+
+def engine_for_bundle(
+    bundle: Any,
+    precision: str = "fp32",
+    out_dir: str | os.PathLike | None = None,
+    **build_options: Any,
+) -> Path:
+    """The engine for a bundle (a path or a loaded :class:`destseg.bundle.Bundle`).
+
+    Picks the variant's ONNX and the batch profile from destseg.json, reuses an engine that
+    destseg-export built into BUNDLE/engines when it matches this GPU, else builds (or
+    finds) one in ``out_dir`` (default: :func:`default_cache_dir`).
+    """
+    from destseg.bundle import Bundle, load_bundle
+
+    loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if precision not in BUNDLE_VARIANTS:
+        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    variant = BUNDLE_VARIANTS[precision]
+    if variant == "fp16" and variant not in loaded.variants:
+        variant = "fp32"  # FP16 engines are built from the FP32 graph with the FP16 flag
+    onnx_path = loaded.model_path(variant)
+    profile = loaded.meta["io"].get("batch_profile") if loaded.dynamic_batch else None
+    if loaded.dynamic_batch and not profile:
+        raise TensorRTError(f"bundle {loaded.path} has a dynamic batch but no io.batch_profile; re-export it")
+    batch = dict(zip(("min_batch", "opt_batch", "max_batch"), profile)) if profile else {}
+    device = build_options.pop("device", None) or device_info()
+    bundled = loaded.path / "engines"
+    onnx_sha = sha256_file(onnx_path)
+    key = engine_key(onnx_sha, precision, device, tuple(profile) if profile else None)
+    if cached_engine(engine_path(bundled, key), key, onnx_sha):
+        return engine_path(bundled, key)
+    return build_engine(onnx_path, precision, out_dir, device=device, **batch, **build_options)
