@@ -14,9 +14,9 @@ from destseg.calibration.int8 import Int8Options, add_int8
 from destseg.calibration.quantize import METHODS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="destseg-export ... --int8", add_help=False,
-                                description="INT8 calibration on normal images")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The INT8 options, as a group of destseg-export's command line."""
+    p = parser.add_argument_group("INT8 (with --int8)", "calibration on normal images, report and accuracy gate")
     p.add_argument("--calib-dir", help="folder of normal images, or an MVTec root with --calib-category "
                                        "(default: the run's training split)")
     p.add_argument("--calib-category", help="MVTec category under --calib-dir (uses its train/good)")
@@ -33,15 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time for the per-layer sensitivity search when the gate fails")
     p.add_argument("--calib-seed", type=int, default=0)
     p.add_argument("--calib-ranges", help="reuse calibration_ranges.json of an earlier INT8 export instead of calibrating")
-    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="destseg-export RUN --out BUNDLE --int8", add_help=False)
+    add_arguments(parser)
+    return parser
 
 
 def run(bundle: Path, argv: Sequence[str], run_category: str | None = None) -> Dict:
-    """Parse the INT8 options and add INT8 to ``bundle``; errors are ValueErrors with the fix."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(list(argv))
-    if unknown:
-        raise ValueError(f"unknown INT8 option(s) {' '.join(unknown)}; see destseg-export --help")
+    """Parse INT8 options from ``argv`` and add INT8 to ``bundle`` (for scripts and tests)."""
+    return run_args(bundle, build_parser().parse_args(list(argv)), run_category)
+
+
+def run_args(bundle: Path, args: argparse.Namespace, run_category: str | None = None) -> Dict:
+    """Add INT8 to ``bundle`` from parsed options; errors are ValueErrors that say the fix."""
     if args.calib_count < 1:
         raise ValueError("--calib-count must be at least 1")
     if not 50.0 < args.percentile <= 100.0:
