@@ -18,7 +18,7 @@ from destseg.train.trainer import make_optimizer, segmentation_step_loss, set_ph
 
 def measure(phase: str, bf16: bool, args: argparse.Namespace, device: torch.device) -> float:
     torch.manual_seed(0)
-    model = DeSTSeg(args.backbone).to(device).to(memory_format=torch.channels_last)
+    model = DeSTSeg(args.backbone, args.seg_width).to(device).to(memory_format=torch.channels_last)
     opts = TrainOptions(data="", out="", batch_size=args.batch_size)
     optimizer = make_optimizer(model, phase, opts)
     loss_fn = student_step_loss if phase == "student" else segmentation_step_loss
@@ -52,6 +52,7 @@ def measure(phase: str, bf16: bool, args: argparse.Namespace, device: torch.devi
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--seg-width", type=int, default=256)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=5)

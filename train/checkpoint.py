@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from destseg.atomic import atomic_path, write_json
 from destseg.bundle import sha256_file
-from destseg.train.model import DeSTSeg
+from destseg.train.model import SEG_WIDTH, DeSTSeg
 
 RUN_SCHEMA = "destseg-run/1"
 MODEL_FILE = "model.safetensors"
@@ -72,7 +72,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Tuple[DeSTSeg, 
     weights = Path(run_dir) / MODEL_FILE
     if not weights.is_file():
         raise RunError(f"{weights} is missing; the run has no checkpoint yet")
-    model = DeSTSeg(config["backbone"])
+    model = DeSTSeg(config["backbone"], config.get("seg_width", SEG_WIDTH))
     model.load_state_dict(load_file(str(weights), device="cpu"))
     return model.to(device).eval(), config
 

@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", help="MVTec-AD category folder under --data; omit for a plain folder")
     p.add_argument("--out", required=True, help="run folder to write (model.safetensors, config.json, train.log)")
     p.add_argument("--backbone", default="resnet18", choices=sorted(BACKBONES), help="teacher backbone")
+    p.add_argument("--seg-width", type=int, default=256,
+                   help="segmentation network channels (paper: 256); narrower is faster on edge devices and CPUs")
     p.add_argument("--teacher", default="imagenet", choices=["imagenet", "random"],
                    help="teacher weights: ImageNet (default) or random (tests only, not a real teacher)")
     p.add_argument("--teacher-weights", help="local teacher state dict (.pth or .safetensors) instead of downloading")
@@ -47,7 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from destseg.train.trainer import TrainOptions, train
 
     opts = TrainOptions(
-        data=args.data, out=args.out, category=args.category, backbone=args.backbone, teacher=args.teacher,
+        data=args.data, out=args.out, category=args.category, backbone=args.backbone, seg_width=args.seg_width,
+        teacher=args.teacher,
         teacher_weights=args.teacher_weights, dtd=args.dtd, image_size=args.image_size,
         batch_size=args.batch_size, steps_student=args.steps_student, steps_seg=args.steps_seg,
         lr_student=args.lr_student, seed=args.seed, device=args.device, workers=args.workers,

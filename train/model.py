@@ -16,6 +16,7 @@ from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 
 TOP_K = 100
+SEG_WIDTH = 256  # the paper's segmentation-network width
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,9 @@ def top_k_score(anomaly_map: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
 class DeSTSeg(nn.Module):
     """Teacher + denoising student + segmentation network, with the paper's inference path."""
 
-    def __init__(self, backbone: str = "resnet18") -> None:
+    def __init__(self, backbone: str = "resnet18", seg_width: int = SEG_WIDTH) -> None:
+        """``seg_width`` (the paper's 256) sets the segmentation network's channels; the
+        network holds most of the compute, so narrower widths trade accuracy for edge speed."""
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -197,7 +200,7 @@ class DeSTSeg(nn.Module):
         self.teacher = TEACHERS[backbone]()
         self.teacher.requires_grad_(False)
         self.student = DenoisingStudent(self.spec.channels)
-        self.segmentation = SegmentationNetwork(sum(self.spec.channels))
+        self.segmentation = SegmentationNetwork(sum(self.spec.channels), seg_width)
 
     def train(self, mode: bool = True) -> "DeSTSeg":
         super().train(mode)

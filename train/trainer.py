@@ -22,7 +22,7 @@ from destseg.train.backbones import load_teacher_weights
 from destseg.train.checkpoint import load_run, load_trainer_state, read_config, save_checkpoint
 from destseg.train.data import SampleRange, SyntheticAnomalyStream
 from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
-from destseg.train.model import DeSTSeg
+from destseg.train.model import SEG_WIDTH, DeSTSeg
 
 log = logging.getLogger("destseg.train")
 PHASES = ("student", "segmentation")
@@ -34,6 +34,7 @@ class TrainOptions:
     out: str
     category: Optional[str] = None
     backbone: str = "resnet18"
+    seg_width: int = SEG_WIDTH
     teacher: str = "imagenet"
     teacher_weights: Optional[str] = None
     dtd: Optional[str] = None
@@ -179,10 +180,11 @@ def train(opts: TrainOptions) -> Path:
                 state = None
             log.info("resuming %s at %s", run_dir, progress)
         else:
-            model = DeSTSeg(opts.backbone)
+            model = DeSTSeg(opts.backbone, opts.seg_width)
             origin = load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights)
             config = {
                 "backbone": opts.backbone,
+                "seg_width": opts.seg_width,
                 "teacher": origin,
                 "image_size": opts.image_size,
                 "mean": list(model.spec.mean),
