@@ -106,6 +106,7 @@ def main() -> None:
     import torch
 
     from destseg.bundle import load_bundle
+    from destseg.cpu import native_bf16
     from destseg.train.checkpoint import load_run
 
     with tempfile.TemporaryDirectory(prefix="destseg-int8-speed-") as tmp:
@@ -132,7 +133,10 @@ def main() -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     return fused(x)
 
-            results["torch bf16 autocast"] = timed(bf16, args.warmup, args.runs)
+            # Emulated bf16 (no AMX/AVX512-BF16) takes minutes per run at 256: time it briefly.
+            native = native_bf16()
+            results["torch bf16 autocast" + ("" if native else " (emulated)")] = timed(
+                bf16, args.warmup if native else 1, args.runs if native else 2)
         fp32 = results["onnxruntime fp32"]["median_ms"]
         print(f"threads={args.threads} size={size} backbone={bundle.meta['model']['backbone']} runs={args.runs}")
         print(f"{'configuration':<26}{'median ms':>11}{'min ms':>9}{'max ms':>9}{'x FP32 ORT':>12}")
@@ -141,7 +145,7 @@ def main() -> None:
         int8 = results["onnxruntime int8_cpu"]["median_ms"]
         checks = {
             "int8_cpu <= 0.4 x fp32 ORT": int8 <= 0.4 * fp32,
-            "int8_cpu faster than torch bf16 autocast": int8 < results["torch bf16 autocast"]["median_ms"],
+            "int8_cpu faster than torch bf16 autocast": int8 < next(v["median_ms"] for k, v in results.items() if "bf16" in k),
         }
         for name, ok in checks.items():
             print(f"target {name}: {'met' if ok else 'MISSED'}")

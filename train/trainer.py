@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -17,9 +18,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import destseg
+from destseg.cpu import native_bf16
 from destseg.datasets import good_images, has_test_split
 from destseg.train.backbones import load_teacher_weights
-from destseg.train.checkpoint import load_run, load_trainer_state, read_config, save_checkpoint
+from destseg.train.checkpoint import load_run, load_trainer_state, save_checkpoint
 from destseg.train.data import SampleRange, SyntheticAnomalyStream
 from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
 from destseg.train.model import SEG_WIDTH, DeSTSeg
@@ -166,6 +168,9 @@ def train(opts: TrainOptions) -> Path:
     run_dir = Path(opts.out)
     paths = good_images(opts.data, opts.category)
     device = resolve_device(opts.device)
+    if opts.bf16 and device.type == "cpu" and not native_bf16():
+        log.warning("--bf16 on a CPU without AMX/AVX512-BF16 is emulated and slower than FP32")
+        warnings.warn("--bf16: this CPU has no native bfloat16 (AMX/AVX512-BF16); expect it to be slower than FP32", stacklevel=2)
     torch.manual_seed(opts.seed)
     handler = _setup_logging(run_dir)
     try:
