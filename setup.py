@@ -29,7 +29,7 @@ setup(
         "destseg.runtime.backends": "runtime/backends",
     },
     package_data={"destseg.export": ["tensorrt_onnx_ops.txt"]},
-    install_requires=["numpy", "opencv-python-headless"],
+    install_requires=["numpy", "opencv-python-headless", "scikit-learn"],
     extras_require={
         "train": TORCH + [
             "timm",

@@ -227,9 +227,12 @@ def train(opts: TrainOptions) -> Path:
         (run_dir / "trainer_state.pt").unlink(missing_ok=True)
         log.info("training finished: %s", run_dir)
         if opts.evaluate and has_test_split(opts.data, opts.category):
-            from destseg.train.evaluate import evaluate_run
+            from destseg.train.evaluate import evaluate_run, format_table
 
-            evaluate_run(run_dir, opts.data, opts.category, device=str(device))
+            report = evaluate_run(run_dir, opts.data, opts.category, device=str(device))
+            table = format_table([(opts.category, report["destseg"])], "DeSTSeg map (percent)")
+            log.info("evaluation:\n%s", table)
+            print(table)
         return run_dir
     finally:
         log.removeHandler(handler)
