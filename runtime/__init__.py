@@ -1,0 +1,18 @@
+"""destseg-runtime: camera frames in, verdicts, heatmaps and latency figures out.
+
+A frame's path, one file per step (read them in this order):
+
+- ``sources.py``: a URI (``/dev/video0``, ``csi://0``, ``rtsp://``, a file, a folder,
+  ``test://``) becomes a GStreamer pipeline that decodes, converts and scales to the
+  model's S x S RGB while keeping the full-resolution frame; ``cameras.py`` picks a
+  camera's mode, ``frames.py`` pulls the paired frames out of the pipeline.
+- ``backends/``: the model (TensorRT, ONNX Runtime or PyTorch) turns the S x S frame
+  into an anomaly map and a score, behind one ``Backend`` interface.
+- ``events.py``: the score becomes an OK/NG verdict and a JSON line.
+- ``sinks.py``: the overlay goes to the display, a video file or RTP; NG frames to a folder.
+- ``profiler.py``: every stage's milliseconds, summarised like trtexec.
+- ``stream.py``: the loop that ties them together (stop, reconnect, EOS on SIGINT);
+  ``cli.py`` is ``destseg-runtime``.
+
+Nothing here imports torch: only the ``torch`` backend does, lazily.
+"""

@@ -1,0 +1,147 @@
+"""Inference backends behind one interface: S x S uint8 RGB frames in, anomaly maps and scores out.
+
+``open_backend(name, path, precision)`` opens a bundle (tensorrt, onnxruntime) or a training
+run (torch); ``choose_backend`` is ``--backend auto``: the fastest one this machine can run,
+with the reason, so a Jetson that silently fell back to the CPU is visible in the first line
+of the log. The modules are imported only when chosen: onnxruntime and the TensorRT stack
+are heavy, and torch must never be imported by the runtime unless asked for.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from destseg.bundle import BUNDLE_FILE, Bundle
+from destseg.runtime.errors import BackendError
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("auto", "int8", "fp16", "fp32")
+RUN_CONFIG = "config.json"  # what makes a folder a training run (destseg.train.checkpoint.CONFIG_FILE)
+
+
+class Backend(Protocol):
+    name: str  # "onnxruntime" | "tensorrt" | "torch"
+    precision: str  # "fp32" | "fp16" | "int8" | "bf16"
+    batch_size: int
+    image_size: int  # S: the pipeline scales frames to S x S
+    thresholds: Dict[str, Any]  # {"image", "pixel", "method"} or {} when never evaluated
+    detail: str  # what exactly runs, for logs and the profile ("int8_cpu on CPUExecutionProvider, 2 threads")
+
+    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """N x S x S x 3 uint8 RGB -> (anomaly_map N x S x S float32 in [0, 1], score N float32)."""
+
+    def last_timings(self) -> Dict[str, float]:
+        """Milliseconds of the last call: "h2d", "infer", "d2h"."""
+
+    def close(self) -> None:
+        ...
+
+
+def is_run(path: str | Path) -> bool:
+    """A training run folder (config.json, no destseg.json): only the torch backend reads it."""
+    path = Path(path)
+    return (path / RUN_CONFIG).is_file() and not (path / BUNDLE_FILE).is_file()
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def why_no_tensorrt_backend() -> Optional[str]:
+    """None when the tensorrt backend can run here, else why not."""
+    from destseg.export.tensorrt import why_no_tensorrt
+
+    reason = why_no_tensorrt()
+    if reason is None and not _have("pycuda"):
+        reason = "pycuda is not installed (pip install pycuda; JetPack: apt-get install python3-pycuda)"
+    return reason
+
+
+def choose_backend(path: str | Path, requested: str = "auto") -> Tuple[str, str]:
+    """(backend name, why): the requested one, else TensorRT, then ONNX Runtime, then PyTorch."""
+    if requested not in BACKENDS:
+        raise BackendError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested, "as asked (--backend)"
+    if is_run(path):
+        return "torch", f"{path} is a training run, not a bundle (export one with destseg-export for TensorRT/ONNX Runtime)"
+    no_trt = why_no_tensorrt_backend()
+    if no_trt is None:
+        from destseg.export.tensorrt import device_info
+
+        info = device_info()
+        return "tensorrt", f"TensorRT {info.tensorrt_version} and a GPU ({info.gpu_name}) are present"
+    if _have("onnxruntime"):
+        return "onnxruntime", f"TensorRT is not usable here: {no_trt}"
+    raise BackendError(
+        f"no backend for bundle {path}: TensorRT is not usable ({no_trt}) and onnxruntime is not installed; "
+        f"pip install onnxruntime, or pass a training run with --backend torch"
+    )
+
+
+def open_backend(
+    name: str,
+    path: str | Path,
+    precision: str = "auto",
+    batch_size: int = 1,
+    threads: Optional[int] = None,
+    device: int = 0,
+) -> Backend:
+    """Load the model at ``path`` (bundle, or run for torch) on backend ``name`` ("auto" chooses)."""
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if batch_size < 1:
+        raise BackendError(f"batch size must be at least 1, got {batch_size}")
+    if name == "auto":
+        name, _ = choose_backend(path)
+    if name == "onnxruntime":
+        from destseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, precision, batch_size, threads)
+    if name == "tensorrt":
+        from destseg.runtime.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(path, precision, batch_size, device)
+    if name == "torch":
+        from destseg.runtime.backends.torch import TorchBackend
+
+        return TorchBackend(path, precision, batch_size, threads)
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def input_layout(bundle: Bundle) -> str:
+    """"NHWC" (uint8 frames, normalised in the graph) or "NCHW" (float, normalised by the caller)."""
+    pre = bundle.meta["preprocessing"]
+    layout, dtype = pre.get("layout", "NHWC"), pre.get("dtype", "uint8")
+    if (layout, dtype) not in (("NHWC", "uint8"), ("NCHW", "float32")):
+        raise BackendError(f"bundle {bundle.path} has a {dtype} {layout} input; the runtime reads uint8 NHWC or float32 NCHW")
+    return layout
+
+
+def check_model_input(bundle: Bundle, shape: Sequence[Any], layout: str, batch_size: int, model_name: str) -> None:
+    """Refuse a model whose input does not match the bundle's size (the pipeline scales to it) or batch."""
+    dims = list(shape)
+    if len(dims) != 4:
+        raise BackendError(f"{model_name} has a {len(dims)}-D input {dims}; expected a batch of images")
+    spatial = dims[1:3] if layout == "NHWC" else dims[2:4]
+    if spatial != [bundle.image_size, bundle.image_size]:
+        raise BackendError(
+            f"{model_name} takes {spatial[0]} x {spatial[1]} images but {BUNDLE_FILE} says {bundle.image_size}: "
+            f"the bundle was edited or mixed up; re-export it with destseg-export"
+        )
+    batch = dims[0]
+    if isinstance(batch, int) and batch > 0 and batch != batch_size:
+        raise BackendError(
+            f"{model_name} has a static batch of {batch}, the runtime feeds {batch_size}; "
+            f"re-export with --batch {batch_size} or --dynamic-batch"
+        )
+
+
+def check_batch(batch: np.ndarray, size: int, batch_size: Optional[int] = None) -> None:
+    """A batch the backends accept: N x S x S x 3 uint8 (N = ``batch_size`` when that is fixed)."""
+    n = batch_size if batch_size is not None else batch.shape[0] if batch.ndim == 4 else -1
+    if batch.dtype != np.uint8 or batch.shape != (n, size, size, 3):
+        raise BackendError(f"expected a {'N' if batch_size is None else batch_size} x {size} x {size} x 3 uint8 batch, got {batch.dtype} {batch.shape}")

@@ -1,0 +1,154 @@
+"""TensorRT 10 with pycuda: the bundle's engine on the GPU, timed with CUDA events.
+
+The engine comes from the bundle (when it was built for this GPU and TensorRT) or is built
+at first start by :func:`destseg.export.tensorrt.build_engine` and cached under
+``~/.cache/destseg/engines`` by device key, so a Jetson pays the build once. Inputs and
+outputs live in page-locked host buffers allocated once; every frame is one async
+host-to-device copy, ``execute_async_v3`` and async device-to-host copies on one stream,
+with CUDA events between them for the profile's h2d / infer / d2h.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from destseg.bundle import Bundle, load_bundle
+from destseg.preprocess import normalize
+from destseg.runtime.backends import check_batch, check_model_input, input_layout
+from destseg.runtime.errors import BackendError
+
+# The bundle variant each precision is built from; "auto" is the fastest the bundle holds.
+VARIANT_FOR = {"int8": "int8_trt", "fp16": "fp16", "fp32": "fp32"}
+
+
+def choose_variant(precision: str, variants: list) -> Tuple[str, str]:
+    """(bundle variant, TensorRT build precision); fp16 builds from the fp32 graph when no fp16 variant exists."""
+    if precision == "auto":
+        precision = "int8" if "int8_trt" in variants else "fp16"
+    variant = VARIANT_FOR[precision]
+    if precision == "fp16" and variant not in variants:
+        variant = "fp32"
+    return variant, precision
+
+
+def bundled_engine(bundle: Bundle, key: str) -> Optional[Path]:
+    """An engine shipped inside the bundle for exactly this key (same GPU, TensorRT, ONNX, precision)."""
+    for entry in bundle.meta.get("engines", {}).get("built", []):
+        if Path(entry["file"]).stem == key:
+            return bundle.path / entry["file"]
+    return None
+
+
+def _imports() -> Tuple[Any, Any]:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendError("TensorRT is not installed (import tensorrt failed); it comes with JetPack, or use --backend onnxruntime") from exc
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise BackendError("pycuda is not installed: pip install pycuda (JetPack: apt-get install python3-pycuda), or use --backend onnxruntime") from exc
+    return trt, cuda
+
+
+class TensorRTBackend:
+    """One deserialised engine, one execution context, one CUDA stream, buffers allocated once."""
+
+    name = "tensorrt"
+
+    def __init__(self, bundle_path: str | os.PathLike, precision: str = "auto", batch_size: int = 1, device: int = 0) -> None:
+        from destseg.export import tensorrt as builder
+
+        trt, cuda = _imports()
+        bundle = load_bundle(bundle_path)
+        self.image_size = bundle.image_size
+        self.thresholds = bundle.thresholds
+        self.batch_size = batch_size
+        self._layout = input_layout(bundle)
+        variant, self.precision = choose_variant(precision, bundle.variants)
+        onnx_path = bundle.model_path(variant)
+        info = builder.device_info(device)
+        profile = tuple(bundle.meta["io"].get("batch_profile", [1, batch_size, max(batch_size, 1)])) if bundle.dynamic_batch else None
+        key = builder.engine_key(bundle.meta["files"][bundle.meta["models"][variant]["file"]], self.precision, info, profile)
+        engine_file = bundled_engine(bundle, key)
+        if engine_file is None:
+            batch = dict(zip(("min_batch", "opt_batch", "max_batch"), profile)) if profile else {}
+            engine_file = builder.build_engine(onnx_path, self.precision, device=info, **batch)
+
+        cuda.init()
+        self._cuda = cuda
+        self._context_cuda = cuda.Device(device).make_context()
+        try:
+            self._setup(trt, bundle, engine_file)
+        except Exception:
+            self.close()
+            raise
+        self.detail = f"{variant} engine {engine_file.name} on {info.gpu_name} (TensorRT {info.tensorrt_version})"
+
+    def _setup(self, trt: Any, bundle: Bundle, engine_file: Path) -> None:
+        cuda = self._cuda
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)  # must outlive the engine
+        self._engine = self._runtime.deserialize_cuda_engine(engine_file.read_bytes())
+        if self._engine is None:
+            raise BackendError(f"TensorRT cannot load {engine_file}; delete it to rebuild (it was built by another TensorRT or GPU)")
+        self._context = self._engine.create_execution_context()
+        self._stream = cuda.Stream()
+        self._host: Dict[str, np.ndarray] = {}
+        self._device: Dict[str, Any] = {}
+        self._input = None
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self._input = name
+                shape = list(self._engine.get_tensor_shape(name))
+                check_model_input(bundle, shape if shape[0] != -1 else ["batch", *shape[1:]], self._layout, self.batch_size, engine_file.name)
+                if shape[0] == -1:
+                    self._context.set_input_shape(name, (self.batch_size, *shape[1:]))
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            shape = tuple(self._context.get_tensor_shape(name))
+            host = cuda.pagelocked_empty(shape, trt.nptype(self._engine.get_tensor_dtype(name)))
+            self._host[name] = host
+            self._device[name] = cuda.mem_alloc(host.nbytes)
+            self._context.set_tensor_address(name, int(self._device[name]))
+        self._map, self._score = bundle.output_names
+        self._events = [cuda.Event() for _ in range(4)]
+        self._timings = {"h2d": 0.0, "infer": 0.0, "d2h": 0.0}
+
+    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        check_batch(batch, self.image_size, self.batch_size)
+        cuda, stream, events = self._cuda, self._stream, self._events
+        np.copyto(self._host[self._input], batch if self._layout == "NHWC" else normalize(batch))
+        events[0].record(stream)
+        cuda.memcpy_htod_async(self._device[self._input], self._host[self._input], stream)
+        events[1].record(stream)
+        if not self._context.execute_async_v3(stream.handle):
+            raise BackendError("TensorRT failed to enqueue the engine; see the TensorRT log above")
+        events[2].record(stream)
+        for name in (self._map, self._score):
+            cuda.memcpy_dtoh_async(self._host[name], self._device[name], stream)
+        events[3].record(stream)
+        stream.synchronize()
+        self._timings = {"h2d": events[1].time_since(events[0]), "infer": events[2].time_since(events[1]),
+                         "d2h": events[3].time_since(events[2])}
+        n = self.batch_size
+        return (self._host[self._map].reshape(n, self.image_size, self.image_size).astype(np.float32, copy=True),
+                self._host[self._score].reshape(n).astype(np.float32, copy=True))
+
+    def last_timings(self) -> Dict[str, float]:
+        return dict(self._timings)
+
+    def close(self) -> None:
+        """Free the buffers and the CUDA context (the engine must go before its context)."""
+        if getattr(self, "_context_cuda", None) is None:
+            return
+        for attr in ("_context", "_engine", "_runtime", "_device", "_host", "_events", "_stream"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self._context_cuda.pop()
+        self._context_cuda.detach()
+        self._context_cuda = None

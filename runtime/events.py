@@ -1,0 +1,72 @@
+"""From a score to a verdict and a JSON line: what a PLC, a dashboard or ``jq`` reads.
+
+One line per frame: index, capture timestamp (wall clock), stream timestamp, score, verdict
+and the stage milliseconds. The verdict uses the bundle's thresholds, like the overlay: NG
+iff score >= the image threshold, a NaN score is NG (a broken model must not pass parts),
+and no verdict (null) when the model was never evaluated. Lines go to stdout or a file that
+is appended to line by line (a live log is read while it grows, so it is not renamed into
+place like the other outputs); each line is written whole and flushed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, Optional, TextIO
+
+from destseg.runtime.errors import SinkError
+
+
+def verdict(score: float, threshold: Optional[float]) -> Optional[str]:
+    if threshold is None:
+        return None
+    return "OK" if score < threshold else "NG"
+
+
+def _number(value: Optional[float], digits: int) -> Optional[float]:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+def frame_event(
+    index: int,
+    score: float,
+    result: Optional[str],
+    captured_at: float,
+    pts_s: Optional[float],
+    stages_ms: Dict[str, float],
+    name: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The JSON object of one frame (non-finite numbers become null: JSON has no NaN)."""
+    event: Dict[str, Any] = {
+        "frame": index,
+        "captured_at": _number(captured_at, 6),
+        "pts": _number(pts_s, 6),
+        "score": _number(score, 6),
+        "verdict": result,
+        "ms": {stage: _number(ms, 3) for stage, ms in stages_ms.items()},
+    }
+    if name is not None:
+        event["file"] = name
+    return event
+
+
+class EventWriter:
+    """JSON Lines to stdout (``None``) or to a file."""
+
+    def __init__(self, path: Optional[str | os.PathLike] = None) -> None:
+        self._own = path is not None
+        try:
+            self._out: TextIO = open(path, "w", buffering=1) if path is not None else sys.stdout
+        except OSError as exc:
+            raise SinkError(f"cannot write events to {path}: {exc.strerror}; pick a writable --events path") from exc
+
+    def write(self, event: Dict[str, Any]) -> None:
+        self._out.write(json.dumps(event, allow_nan=False) + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._own:
+            self._out.close()
+        else:
+            self._out.flush()

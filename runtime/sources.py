@@ -1,0 +1,230 @@
+"""Every input, from one URI: the one factory that turns ``--camera``/``--input`` into frames.
+
+``parse_source`` reads the URI (and rejects a bad one before anything starts);
+``source_pipeline`` builds the GStreamer description (a pure function, so the Jetson strings
+are tested on machines without Jetson elements); ``open_source`` starts it. Every pipeline
+ends the same way: a ``tee`` with one branch carrying the full-resolution RGB frame (for the
+display) into appsink ``frame`` and one scaled to the model's S x S RGB in GStreamer
+(videoscale, or nvvidconv on a Jetson) into appsink ``model``; the frame reader pairs the
+two by buffer timestamp.
+
+Live sources (cameras, RTSP, ``test://``) keep only the newest frame in each appsink
+(drop=true max-buffers=1, sync=false) so latency stays bounded; files deliver every frame
+(the appsinks block the decoder) unless ``realtime``, which plays them at their frame rate
+and drops like a camera.
+"""
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Dict, Optional
+
+from destseg.images import list_images
+from destseg.runtime.cameras import CameraMode, camera_mode, missing_camera_message, video_devices
+from destseg.runtime.errors import SourceError
+from destseg.runtime.frames import FrameReader, GstFrameReader, ImageFolderReader
+
+# videotestsrc's patterns (GStreamer 1.16 to 1.24).
+TEST_PATTERNS = (
+    "smpte", "snow", "black", "white", "red", "green", "blue", "checkers-1", "checkers-2", "checkers-4",
+    "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut", "chroma-zone-plate", "solid-color",
+    "ball", "smpte100", "bar", "pinwheel", "spokes", "gradient", "colors", "smpte-rp-219",
+)
+# nvvidconv's "Nicest" interpolation: closest on the Jetson to the area resize of calibration.
+JETSON_INTERPOLATION = 5
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a source URI names, before anything is opened."""
+
+    kind: str  # "v4l2" | "csi" | "rtsp" | "uri" (files, http) | "folder" | "test"
+    location: str  # device path, sensor id, URI, folder, or test pattern
+    live: bool
+    options: Dict[str, str] = field(default_factory=dict)  # test:// query (live, frames)
+
+
+def _test_spec(parsed: urllib.parse.ParseResult, text: str) -> SourceSpec:
+    pattern = parsed.netloc or parsed.path.strip("/") or "smpte"
+    if pattern not in TEST_PATTERNS:
+        raise SourceError(f"unknown test pattern {pattern!r} in {text}; choose one of {', '.join(TEST_PATTERNS)}")
+    options = dict(urllib.parse.parse_qsl(parsed.query))
+    unknown = sorted(set(options) - {"live", "frames"})
+    if unknown:
+        raise SourceError(f"unknown option {unknown[0]!r} in {text}; test:// takes live=0|1 and frames=N")
+    if options.get("live", "1") not in ("0", "1") or not options.get("frames", "1").isdigit():
+        raise SourceError(f"bad options in {text}; use test://PATTERN?live=0|1&frames=N")
+    return SourceSpec("test", pattern, options.get("live", "1") == "1", options)
+
+
+def parse_source(text: str) -> SourceSpec:
+    """A SourceSpec for a camera device, csi://N, rtsp://, file/http(s) URI, path, folder or test://."""
+    if not text:
+        raise SourceError("empty source; pass --camera /dev/video0|csi://0 or --input FILE|URI|FOLDER|test://")
+    if text.startswith("/dev/"):
+        return SourceSpec("v4l2", text, True)
+    parsed = urllib.parse.urlparse(text)
+    scheme = parsed.scheme.lower()
+    if scheme == "v4l2":
+        device = parsed.path or parsed.netloc
+        if not device.startswith("/dev/"):
+            raise SourceError(f"bad camera URI {text}; write v4l2:///dev/video0")
+        return SourceSpec("v4l2", device, True)
+    if scheme == "csi":
+        if not parsed.netloc.isdigit():
+            raise SourceError(f"bad CSI URI {text}; write csi://0 (the sensor id)")
+        return SourceSpec("csi", parsed.netloc, True)
+    if scheme in ("rtsp", "rtsps"):
+        if not parsed.netloc:
+            raise SourceError(f"bad RTSP URI {text}; write rtsp://HOST[:PORT]/PATH")
+        return SourceSpec("rtsp", text, True)
+    if scheme == "test":
+        return _test_spec(parsed, text)
+    if scheme in ("http", "https"):
+        if not parsed.netloc:
+            raise SourceError(f"bad URI {text}; write {scheme}://HOST/PATH")
+        return SourceSpec("uri", text, False)
+    if scheme == "file":
+        return _path_spec(Path(urllib.parse.unquote(parsed.path)), text)
+    if "://" in text:
+        raise SourceError(
+            f"unsupported source {text}; use /dev/videoN, v4l2://, csi://N, rtsp://, file://, http(s)://, "
+            f"a video file, a folder of images or test://"
+        )
+    return _path_spec(Path(text), text)
+
+
+def check_source(text: str) -> SourceSpec:
+    """parse_source, plus what can be checked on this machine before anything starts: the camera node exists."""
+    spec = parse_source(text)
+    if spec.kind == "v4l2" and not os.path.exists(spec.location):
+        raise SourceError(missing_camera_message(spec.location, video_devices()))
+    return spec
+
+
+def _path_spec(path: Path, text: str) -> SourceSpec:
+    if path.is_dir():
+        if not list_images(path):
+            raise SourceError(f"folder {path} holds no images (.png, .jpg, ...); point --input at images or a video")
+        return SourceSpec("folder", str(path), False)
+    if not path.is_file():
+        raise SourceError(f"input {text} does not exist; pass a video file, a folder of images or a URI")
+    return SourceSpec("uri", path.resolve().as_uri(), False)
+
+
+def _quote(value: str) -> str:
+    """A property value for gst-launch syntax (quotes and backslashes escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _rate(fps: float) -> str:
+    rate = Fraction(fps).limit_denominator(1001)
+    return f"{rate.numerator}/{rate.denominator}"
+
+
+def source_head(
+    spec: SourceSpec,
+    platform: str,
+    width: int,
+    height: int,
+    fps: float,
+    mode: Optional[CameraMode] = None,
+    latency_ms: int = 100,
+) -> str:
+    """The part of the pipeline up to decoded frames (before conversion and scaling)."""
+    jetson = platform == "jetson"
+    if spec.kind == "test":
+        frames = f" num-buffers={spec.options['frames']}" if "frames" in spec.options else ""
+        live = "true" if spec.live else "false"
+        return (f"videotestsrc pattern={spec.location} is-live={live}{frames} ! "
+                f"video/x-raw,width={width},height={height},framerate={_rate(fps)}")
+    if spec.kind == "v4l2":
+        if mode is None:
+            raise SourceError(f"no mode chosen for camera {spec.location}")
+        head = f"v4l2src device={_quote(spec.location)} ! {mode.caps()}"
+        if mode.format is None:  # MJPEG
+            head += " ! nvv4l2decoder mjpeg=1" if jetson else " ! jpegdec"
+        return head
+    if spec.kind == "csi":
+        if not jetson:
+            raise SourceError(
+                f"csi://{spec.location} needs a Jetson (nvarguscamerasrc); on one pass --platform jetson, "
+                f"elsewhere use a /dev/video* camera"
+            )
+        return (f"nvarguscamerasrc sensor-id={spec.location} ! "
+                f"video/x-raw(memory:NVMM),width={width},height={height},framerate={_rate(fps)},format=NV12")
+    if spec.kind == "rtsp":
+        return f"rtspsrc location={_quote(spec.location)} latency={latency_ms} drop-on-latency=true ! decodebin"
+    if spec.kind == "uri":
+        return f"uridecodebin uri={_quote(spec.location)}"
+    raise SourceError(f"{spec.kind} sources are not read through GStreamer")
+
+
+def appsink(name: str, live: bool, realtime: bool = False, max_buffers: int = 1) -> str:
+    """An appsink that keeps the newest frame (live, realtime) or blocks until pulled (files)."""
+    drop = live or realtime
+    return (f"appsink name={name} sync={'true' if realtime else 'false'} drop={'true' if drop else 'false'} "
+            f"max-buffers={max_buffers} enable-last-sample=false")
+
+
+def split_tail(size: int, platform: str, live: bool, realtime: bool = False) -> str:
+    """tee: full-resolution RGB(A) to appsink ``frame``, S x S RGB(A) to appsink ``model``.
+
+    A queue on each branch lets both sinks preroll (without them the first sink would block
+    the tee's only thread); the frame sink of a live source keeps two frames so its partner
+    of the slower, scaled branch is still there when the reader pairs them.
+    """
+    frame_sink = appsink("frame", live, realtime, 2 if (live or realtime) else 1)
+    model_sink = appsink("model", live, realtime)
+    queue = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0"
+    if platform == "jetson":
+        return (f"tee name=t "
+                f"t. ! {queue} ! nvvidconv ! video/x-raw,format=RGBA ! {frame_sink} "
+                f"t. ! {queue} ! nvvidconv interpolation-method={JETSON_INTERPOLATION} ! "
+                f"video/x-raw,format=RGBA,width={size},height={size} ! {model_sink}")
+    # Lanczos is GStreamer's closest match to the area resize used in calibration
+    # (mean |difference| 0.45 of 255 at 1280x960 -> 256, bilinear 2.8).
+    return (f"videoconvert ! video/x-raw,format=RGB ! tee name=t "
+            f"t. ! {queue} ! {frame_sink} "
+            f"t. ! {queue} ! videoscale method=lanczos add-borders=false ! "
+            f"video/x-raw,width={size},height={size} ! {model_sink}")
+
+
+def source_pipeline(
+    spec: SourceSpec,
+    size: int,
+    platform: str,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 30.0,
+    mode: Optional[CameraMode] = None,
+    realtime: bool = False,
+    latency_ms: int = 100,
+) -> str:
+    """The whole gst-launch description of a source, from the device to the two appsinks."""
+    head = source_head(spec, platform, width, height, fps, mode, latency_ms)
+    return f"{head} ! {split_tail(size, platform, spec.live, realtime and not spec.live)}"
+
+
+def open_source(
+    text: str,
+    size: int,
+    platform: str = "generic",
+    width: int = 640,
+    height: int = 480,
+    fps: float = 30.0,
+    realtime: bool = False,
+    latency_ms: int = 100,
+) -> FrameReader:
+    """Open any source by URI and return its frame reader (started)."""
+    spec = parse_source(text)
+    if spec.kind == "folder":
+        return ImageFolderReader(Path(spec.location), size, fps)
+    mode = camera_mode(spec.location, width, height, fps) if spec.kind == "v4l2" else None
+    description = source_pipeline(spec, size, platform, width, height, fps, mode, realtime, latency_ms)
+    return GstFrameReader(description, live=spec.live or realtime, count_drops=spec.live or realtime,
+                          name=text, nominal_fps=fps)
+
