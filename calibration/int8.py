@@ -23,7 +23,8 @@ from destseg.images import read_rgb
 from destseg.preprocess import frame_to_input
 from destseg.calibration import modelopt, trt_cache
 from destseg.calibration.images import DEFAULT_COUNT, batches, select_images
-from destseg.calibration.quantize import QuantOptions, quantizable_nodes, quantize_both, qdq_summary, read_ranges
+from destseg.calibration.quantize import (QuantOptions, quantizable_nodes, quantize_both, qdq_summary, ranges_method,
+                                          read_ranges)
 from destseg.calibration.report import (
     MAX_IMAGE_AUROC_DROP,
     MAX_PIXEL_AP_DROP,
@@ -100,6 +101,7 @@ class _Builder:
         if opts.ranges_file:
             ranges = work / "calibration_ranges.json"
             shutil.copyfile(opts.ranges_file, ranges)
+            qopts.method = ranges_method(ranges)  # the ranges say how they were made
         self.paths = quantize_both(fp32, work, batches_iter, qopts, input_name, ranges)
         self._replace_trt_form_if_modelopt(qopts.keep_float)
 
@@ -113,12 +115,12 @@ class _Builder:
         quantize_both(self.fp32, self.work, iter(()), self.qopts, self.input_name, self.paths["ranges"])
         self._replace_trt_form_if_modelopt(keep_float)
 
-    def metrics(self) -> Dict[str, Dict[str, float]]:
+    def metrics(self, gated_only: bool = False) -> Dict[str, Dict[str, float]]:
         images, labels, masks = self.eval_set
         out = {}
         for form in FORMS:
             maps, scores = run_onnx(self.paths[form], images)
-            out[form] = detection_metrics(labels, masks, maps, scores)
+            out[form] = detection_metrics(labels, masks, maps, scores, gated_only)
         return out
 
 
@@ -140,7 +142,7 @@ def _sensitivity_search(builder: _Builder, fp32_metrics: Dict[str, float], budge
             break
         builder.rebuild([node])
         trials += 1
-        gains[node] = min(_margin(fp32_metrics, m) for m in builder.metrics().values())
+        gains[node] = min(_margin(fp32_metrics, m) for m in builder.metrics(gated_only=True).values())
     kept: List[str] = []
     best = None
     for node in sorted(gains, key=gains.get, reverse=True):
@@ -148,11 +150,10 @@ def _sensitivity_search(builder: _Builder, fp32_metrics: Dict[str, float], budge
             break
         builder.rebuild(kept + [node])
         trials += 1
-        metrics = builder.metrics()
-        margin = min(_margin(fp32_metrics, m) for m in metrics.values())
-        if best is None or margin > best[0]:
+        margin = min(_margin(fp32_metrics, m) for m in builder.metrics(gated_only=True).values())
+        if best is None or margin > best:
             kept.append(node)
-            best = (margin, metrics)
+            best = margin
             if margin >= 0:
                 break
     builder.rebuild(kept)
@@ -180,7 +181,7 @@ def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
         fp32_out = run_onnx(fp32_path, holdout)
         report: Dict = {
             "calibration": {
-                "method": opts.method,
+                "method": builder.qopts.method,
                 "percentile": opts.percentile if opts.method == "percentile" else None,
                 "quantizer": opts.quantizer,
                 "count": len(calib),
@@ -214,6 +215,11 @@ def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
                                  **{f"delta_{f}": {k: metrics[f][k] - fp32_metrics[k] for k in fp32_metrics} for f in FORMS}}
         for form in FORMS:
             report["normal_images"][form] = compare_outputs(fp32_out, run_onnx(builder.paths[form], holdout))
+        collapsed = [f"{form}: INT8 scores are constant on normal images while FP32's vary: the calibration ranges are broken"
+                     for form in FORMS if np.isnan(report["normal_images"][form]["score_pearson"]) and np.std(fp32_out[1]) > 0]
+        if collapsed:
+            gate_info["reasons"] = [r for r in gate_info["reasons"] if not r.startswith("no --eval-data")] + collapsed
+            gate_info["status"] = "degraded-allowed" if opts.allow_degraded else "failed"
         report["gate"] = gate_info
         report["qdq"] = {form: qdq_summary(onnx.load(str(builder.paths[form]))) for form in FORMS}
 

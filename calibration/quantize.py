@@ -11,7 +11,8 @@ built from those same ranges:
   symmetric form.
 
 Adds with a constant operand (the epsilon in the feature L2 normalisation) are not residual
-adds and stay in float: quantising them would crush a 1e-12 offset to zero.
+adds and stay in float: quantising them would crush a 1e-12 offset to zero. The logit
+convolution before the sigmoid stays in float too (see :func:`logit_convs`).
 """
 from __future__ import annotations
 
@@ -47,9 +48,20 @@ def non_residual_adds(model: onnx.ModelProto) -> List[str]:
     return [n.name for n in model.graph.node if n.op_type == "Add" and any(i in consts for i in n.input)]
 
 
+def logit_convs(model: onnx.ModelProto) -> List[str]:
+    """Convolutions whose output goes straight into a Sigmoid: the logits stay in float.
+
+    An int8 logit would quantise the anomaly probability itself, in steps far coarser than
+    the differences between normal and anomalous pixels; the conv is 1 x 1 to one channel,
+    so keeping it in float costs nothing.
+    """
+    sigmoid_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Sigmoid"}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.output[0] in sigmoid_inputs]
+
+
 def quantizable_nodes(model: onnx.ModelProto) -> List[str]:
-    """Names of the nodes that get Q/DQ: every Conv and every residual Add."""
-    skip = set(non_residual_adds(model))
+    """Names of the nodes that get Q/DQ: every Conv but the logit one, and every residual Add."""
+    skip = set(non_residual_adds(model)) | set(logit_convs(model))
     return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name not in skip]
 
 
@@ -168,6 +180,14 @@ def quantize_both(
         _quantize(pre, trt_path, ranges, opts, "tensorrt")
         _quantize(pre, cpu_path, ranges, opts, "cpu")
     return {"int8_trt": trt_path, "int8_cpu": cpu_path, "ranges": ranges}
+
+
+def ranges_method(ranges_path: str | os.PathLike) -> str:
+    """The --calib-method a ranges file was made with."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    made_with = load_tensors_data(Path(ranges_path)).calibration_method
+    return next(name for name in METHODS if _method(name) == made_with)
 
 
 def read_ranges(ranges_path: str | os.PathLike) -> Dict[str, Tuple[float, float]]:

@@ -41,7 +41,10 @@ def test_tensorrt_form_has_symmetric_qdq_on_every_conv_and_a_float_tail(int8_bun
     bundle, _ = int8_bundle
     model = onnx.load(str(bundle / "model.int8.onnx"))
     prod, inits = _producers(model), _initializers(model)
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    sigmoid_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Sigmoid"}
+    logit = [n for n in model.graph.node if n.op_type == "Conv" and n.output[0] in sigmoid_inputs]
+    assert len(logit) == 1 and logit[0].input[1] in inits  # the logit conv keeps float weights
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n not in logit]
     assert convs
     for conv in convs:
         act, weight = prod[conv.input[0]], prod[conv.input[1]]
@@ -56,10 +59,13 @@ def test_tensorrt_form_has_symmetric_qdq_on_every_conv_and_a_float_tail(int8_bun
     for node in model.graph.node:
         if node.op_type in ("Sigmoid", "TopK", "ReduceMean"):
             assert all(prod[i].op_type != "DequantizeLinear" for i in node.input if i in prod), node.op_type
-    residual = [n for n in model.graph.node if n.op_type == "Add" and all(i in prod for i in n.input)]
+    constants = set(inits) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    residual = [n for n in adds if not any(i in constants for i in n.input)]
     assert residual and all(all(prod[i].op_type == "DequantizeLinear" for i in n.input) for n in residual)
-    epsilon_adds = [n for n in model.graph.node if n.op_type == "Add" and any(i in inits for i in n.input)]
-    assert all(all(i in inits or prod[i].op_type != "DequantizeLinear" for i in n.input) for n in epsilon_adds)
+    epsilon_adds = [n for n in adds if any(i in constants for i in n.input)]
+    assert epsilon_adds and all(all(i in constants or prod[i].op_type != "DequantizeLinear" for i in n.input)
+                                for n in epsilon_adds)
 
 
 def test_cpu_form_uses_unsigned_activations(int8_bundle):
@@ -116,15 +122,35 @@ def test_tensorrt_calibration_cache_parses_with_the_same_ranges(int8_bundle):
     assert set(scales) <= graph_tensors  # names TensorRT 8.5 will find when it parses model.onnx
 
 
-def test_gate_fires_on_a_broken_calibration_and_leaves_the_bundle_alone(int8_bundle, tiny_bundle, synthetic_root, tmp_path):
+@pytest.fixture(scope="module")
+def untrained_bundle(synthetic_root, tmp_path_factory):
+    """A seeded untrained model: its scores vary from image to image (the tiny trained run's saturate)."""
+    import torch
+
+    from destseg.export.bundle_writer import export_bundle
+    from destseg.train.checkpoint import save_checkpoint
+    from destseg.train.model import DeSTSeg
+
+    torch.manual_seed(0)
+    model = DeSTSeg("resnet18")
+    run = tmp_path_factory.mktemp("untrained") / "run"
+    config = {"backbone": "resnet18", "teacher": "random", "image_size": 64, "mean": list(model.spec.mean),
+              "std": list(model.spec.std), "category": CATEGORY, "data": str(synthetic_root)}
+    save_checkpoint(run, model, config, {"phase": "done", "step": 0})
+    bundle = run.parent / "bundle"
+    export_bundle(run, bundle)
+    return bundle
+
+
+def test_gate_fires_on_a_broken_calibration_and_leaves_the_bundle_alone(int8_bundle, untrained_bundle, synthetic_root, tmp_path):
     good, _ = int8_bundle
     ranges = json.loads((good / "calibration_ranges.json").read_text())
-    for entry in ranges["data"].values():  # every range 1000x too narrow: activations saturate
+    for entry in ranges["data"].values():  # every range ~zero: activations saturate, the map goes flat
         for side in ("lowest", "highest"):
-            entry[side]["data"] = [v * 1e-3 for v in entry[side]["data"]]
+            entry[side]["data"] = [v * 1e-9 for v in entry[side]["data"]]
     (tmp_path / "broken.json").write_text(json.dumps(ranges))
     bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
+    shutil.copytree(untrained_bundle, bundle)
     before = sorted(p.name for p in bundle.iterdir())
     args = ["--calib-dir", str(synthetic_root), "--calib-category", CATEGORY, "--calib-count", "8",
             "--calib-ranges", str(tmp_path / "broken.json"), "--eval-data", str(synthetic_root),

@@ -94,6 +94,8 @@ class OnnxRuntimeBackend:
         self.thresholds = bundle.thresholds
         self.batch_size = batch_size
         self._layout = input_layout(bundle)
+        pre = bundle.meta["preprocessing"]
+        self._mean_std = (pre["mean"], pre["std"])  # float-nchw bundles: the run's own normalisation
         available = ort.get_available_providers()
         variant, self.precision = choose_variant(precision, bundle.variants, available)
         model = bundle.model_path(variant)
@@ -116,7 +118,7 @@ class OnnxRuntimeBackend:
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         check_batch(batch, self.image_size)
-        x = batch if self._layout == "NHWC" else normalize(batch)
+        x = batch if self._layout == "NHWC" else normalize(batch, *self._mean_std)
         start = time.perf_counter()
         anomaly_map, score = self._session.run(self._outputs, {self._input: x})
         # Host/device copies (CUDA/TensorRT providers) are inside run(): reported as inference.

@@ -68,6 +68,8 @@ class TensorRTBackend:
         self.thresholds = bundle.thresholds
         self.batch_size = batch_size
         self._layout = input_layout(bundle)
+        pre = bundle.meta["preprocessing"]
+        self._mean_std = (pre["mean"], pre["std"])  # float-nchw bundles: the run's own normalisation
         variant, self.precision = choose_variant(precision, bundle.variants)
         onnx_path = bundle.model_path(variant)
         info = builder.device_info(device)
@@ -122,7 +124,7 @@ class TensorRTBackend:
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         check_batch(batch, self.image_size, self.batch_size)
         cuda, stream, events = self._cuda, self._stream, self._events
-        np.copyto(self._host[self._input], batch if self._layout == "NHWC" else normalize(batch))
+        np.copyto(self._host[self._input], batch if self._layout == "NHWC" else normalize(batch, *self._mean_std))
         events[0].record(stream)
         cuda.memcpy_htod_async(self._device[self._input], self._host[self._input], stream)
         events[1].record(stream)

@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from destseg.runtime.backends import check_batch
+from destseg.cpu import native_bf16
 from destseg.runtime.errors import BackendError
-
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
 
 def cpu_has_bf16() -> bool:
     """Native bfloat16 matrix maths on this CPU (AMX tiles or AVX512-BF16)."""
-    if torch.cpu._is_amx_tile_supported():
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+    return bool(torch.cpu._is_amx_tile_supported()) or native_bf16()
 
 
 def resolve_precision(requested: str, native_bf16: bool) -> str:
