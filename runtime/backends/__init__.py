@@ -121,6 +121,23 @@ def input_layout(bundle: Bundle) -> str:
     return layout
 
 
+def attach_bundle(backend: Any, bundle_path: Any, batch_size: int) -> Bundle:
+    """Load and validate a bundle and set what every bundle-backed backend exposes.
+
+    Also sets ``backend.to_input``: the frames as the model wants them, uint8 NHWC as they
+    come, or normalised float NCHW with the run's own mean/std.
+    """
+    from destseg.bundle import load_bundle
+    from destseg.preprocess import normalize
+
+    bundle = load_bundle(bundle_path)
+    backend.image_size, backend.thresholds, backend.batch_size = bundle.image_size, bundle.thresholds, batch_size
+    layout = backend._layout = input_layout(bundle)
+    pre = bundle.meta["preprocessing"]
+    backend.to_input = (lambda batch: batch) if layout == "NHWC" else (lambda batch: normalize(batch, pre["mean"], pre["std"]))
+    return bundle
+
+
 def check_model_input(bundle: Bundle, shape: Sequence[Any], layout: str, batch_size: int, model_name: str) -> None:
     """Refuse a model whose input does not match the bundle's size (the pipeline scales to it) or batch."""
     dims = list(shape)

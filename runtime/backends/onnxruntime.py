@@ -16,9 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from destseg.bundle import load_bundle
-from destseg.preprocess import normalize
-from destseg.runtime.backends import check_batch, check_model_input, input_layout
+from destseg.runtime.backends import attach_bundle, check_batch, check_model_input
 from destseg.runtime.errors import BackendError
 
 TRT_EP = "TensorrtExecutionProvider"
@@ -89,13 +87,7 @@ class OnnxRuntimeBackend:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendError("onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu)") from exc
-        bundle = load_bundle(bundle_path)
-        self.image_size = bundle.image_size
-        self.thresholds = bundle.thresholds
-        self.batch_size = batch_size
-        self._layout = input_layout(bundle)
-        pre = bundle.meta["preprocessing"]
-        self._mean_std = (pre["mean"], pre["std"])  # float-nchw bundles: the run's own normalisation
+        bundle = attach_bundle(self, bundle_path, batch_size)
         available = ort.get_available_providers()
         variant, self.precision = choose_variant(precision, bundle.variants, available)
         model = bundle.model_path(variant)
@@ -118,7 +110,7 @@ class OnnxRuntimeBackend:
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         check_batch(batch, self.image_size)
-        x = batch if self._layout == "NHWC" else normalize(batch, *self._mean_std)
+        x = self.to_input(batch)
         start = time.perf_counter()
         anomaly_map, score = self._session.run(self._outputs, {self._input: x})
         # Host/device copies (CUDA/TensorRT providers) are inside run(): reported as inference.

@@ -15,9 +15,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from destseg.bundle import Bundle, load_bundle
-from destseg.preprocess import normalize
-from destseg.runtime.backends import check_batch, check_model_input, input_layout
+from destseg.bundle import Bundle
+from destseg.runtime.backends import attach_bundle, check_batch, check_model_input
 from destseg.runtime.errors import BackendError
 
 # The bundle variant each precision is built from; "auto" is the fastest the bundle holds.
@@ -63,13 +62,7 @@ class TensorRTBackend:
         from destseg.export import tensorrt as builder
 
         trt, cuda = _imports()
-        bundle = load_bundle(bundle_path)
-        self.image_size = bundle.image_size
-        self.thresholds = bundle.thresholds
-        self.batch_size = batch_size
-        self._layout = input_layout(bundle)
-        pre = bundle.meta["preprocessing"]
-        self._mean_std = (pre["mean"], pre["std"])  # float-nchw bundles: the run's own normalisation
+        bundle = attach_bundle(self, bundle_path, batch_size)
         variant, self.precision = choose_variant(precision, bundle.variants)
         onnx_path = bundle.model_path(variant)
         info = builder.device_info(device)
@@ -124,7 +117,7 @@ class TensorRTBackend:
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         check_batch(batch, self.image_size, self.batch_size)
         cuda, stream, events = self._cuda, self._stream, self._events
-        np.copyto(self._host[self._input], batch if self._layout == "NHWC" else normalize(batch, *self._mean_std))
+        np.copyto(self._host[self._input], self.to_input(batch))
         events[0].record(stream)
         cuda.memcpy_htod_async(self._device[self._input], self._host[self._input], stream)
         events[1].record(stream)
