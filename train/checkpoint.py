@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from destseg.atomic import atomic_path, write_json
 from destseg.bundle import sha256_file
-from destseg.train.model import SEG_WIDTH, DeSTSeg
+from destseg.train.model import BACKBONES, SEG_WIDTH, TOP_K, DeSTSeg
 
 RUN_SCHEMA = "destseg-run/1"
 MODEL_FILE = "model.safetensors"
@@ -66,13 +66,29 @@ def save_checkpoint(
     write_json(run_dir / CONFIG_FILE, dict(config, schema=RUN_SCHEMA, progress=progress))
 
 
+# Runs written before config.json recorded the teacher's architecture used these.
+_LEGACY_ARCH = {"resnet18": "torchvision.resnet18", "efficientnet_lite0": "timm.efficientnet_lite0"}
+
+
+def build_model(config: Dict[str, Any]) -> DeSTSeg:
+    """The untrained network a run's config.json describes (the one place a config becomes a model)."""
+    backbone = config["backbone"]
+    if backbone not in BACKBONES:
+        raise RunError(f"config.json names backbone {backbone!r}, which this version does not know ({', '.join(BACKBONES)})")
+    arch = config.get("teacher_arch", _LEGACY_ARCH.get(backbone))
+    if arch != BACKBONES[backbone].arch:
+        raise RunError(f"this run's teacher is {arch}, but this version builds {BACKBONES[backbone].arch} "
+                       f"(the packaged weights need it); retrain the run with this version")
+    return DeSTSeg(backbone, config.get("seg_width", SEG_WIDTH), config.get("top_k", TOP_K))
+
+
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Tuple[DeSTSeg, Dict[str, Any]]:
     """Rebuild the model of a run, in eval mode, on ``device``."""
     config = read_config(run_dir)
     weights = Path(run_dir) / MODEL_FILE
     if not weights.is_file():
         raise RunError(f"{weights} is missing; the run has no checkpoint yet")
-    model = DeSTSeg(config["backbone"], config.get("seg_width", SEG_WIDTH))
+    model = build_model(config)
     model.load_state_dict(load_file(str(weights), device="cpu"))
     return model.to(device).eval(), config
 

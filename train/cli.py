@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet18", choices=sorted(BACKBONES), help="teacher backbone")
     p.add_argument("--seg-width", type=int, default=256,
                    help="segmentation network channels (paper: 256); narrower is faster on edge devices and CPUs")
+    p.add_argument("--top-k", type=int, default=100,
+                   help="image score = mean of the K highest map pixels (paper: 100 at 256 x 256; "
+                        "keep the same area at other sizes: 25 at 128)")
     p.add_argument("--teacher", default="imagenet", choices=["imagenet", "random"],
                    help="teacher weights: ImageNet (default) or random (tests only, not a real teacher)")
     p.add_argument("--teacher-weights", help="local teacher state dict (.pth or .safetensors) instead of downloading")
@@ -50,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     opts = TrainOptions(
         data=args.data, out=args.out, category=args.category, backbone=args.backbone, seg_width=args.seg_width,
-        teacher=args.teacher,
+        top_k=args.top_k, teacher=args.teacher,
         teacher_weights=args.teacher_weights, dtd=args.dtd, image_size=args.image_size,
         batch_size=args.batch_size, steps_student=args.steps_student, steps_seg=args.steps_seg,
         lr_student=args.lr_student, seed=args.seed, device=args.device, workers=args.workers,

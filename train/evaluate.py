@@ -30,7 +30,6 @@ from destseg.overlay import heatmap_panel
 from destseg.thresholds import ThresholdError, choose_thresholds
 from destseg.train.checkpoint import load_run, read_config, update_config
 from destseg.train.data import to_tensor
-from destseg.train.model import top_k_score
 from destseg.train.plots import roc_plot, score_histogram
 from destseg.train.trainer import resolve_device
 
@@ -51,7 +50,7 @@ def predict(
     """Maps and scores of N x S x S x 3 uint8 images: "maps", "scores", "dest_maps", "dest_scores".
 
     Normalised with the run's own mean/std (EfficientNet-Lite teachers use 0.5/0.5, not ImageNet's).
-    The DeST image score is the same top-100 mean as DeSTSeg's, so both maps get an image AUROC.
+    The DeST image score is the same top-k mean as DeSTSeg's, so both maps get an image AUROC.
     """
     out: Dict[str, List[np.ndarray]] = {"maps": [], "scores": [], "dest_maps": [], "dest_scores": []}
     with torch.inference_mode():
@@ -63,7 +62,7 @@ def predict(
             out["maps"].append(pred["anomaly_map"].float()[:, 0].cpu().numpy())
             out["scores"].append(pred["score"].float().cpu().numpy())
             out["dest_maps"].append(dest[:, 0].cpu().numpy())
-            out["dest_scores"].append(top_k_score(dest).cpu().numpy())
+            out["dest_scores"].append(pred["dest_score"].float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -24,7 +24,7 @@ from destseg.train.backbones import load_teacher_weights
 from destseg.train.checkpoint import load_run, load_trainer_state, save_checkpoint
 from destseg.train.data import SampleRange, SyntheticAnomalyStream
 from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
-from destseg.train.model import SEG_WIDTH, DeSTSeg
+from destseg.train.model import SEG_WIDTH, TOP_K, DeSTSeg
 
 log = logging.getLogger("destseg.train")
 PHASES = ("student", "segmentation")
@@ -37,6 +37,7 @@ class TrainOptions:
     category: Optional[str] = None
     backbone: str = "resnet18"
     seg_width: int = SEG_WIDTH
+    top_k: int = TOP_K
     teacher: str = "imagenet"
     teacher_weights: Optional[str] = None
     dtd: Optional[str] = None
@@ -82,7 +83,7 @@ def student_step_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.T
     """The student sees the augmented image, the teacher the clean one."""
     with torch.no_grad():
         t_feats = model.teacher(batch["clean"])
-    return cosine_distance_loss(model.student(batch["augmented"]), t_feats)
+    return cosine_distance_loss(model.student(batch["augmented"]), t_feats)  # float32 even under --bf16
 
 
 def segmentation_step_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -91,7 +92,7 @@ def segmentation_step_loss(model: DeSTSeg, batch: Dict[str, torch.Tensor]) -> to
         t_feats = model.teacher(batch["augmented"])
         s_feats = model.student(batch["augmented"])
     logits = model.segment(t_feats, s_feats)
-    return segmentation_loss(logits.float(), mask_target(batch["mask"], logits.shape[-2:]))
+    return segmentation_loss(logits, mask_target(batch["mask"], logits.shape[-2:]))  # float32 even under --bf16
 
 
 def set_phase_modes(model: DeSTSeg, phase: str) -> None:
@@ -185,15 +186,11 @@ def train(opts: TrainOptions) -> Path:
                 state = None
             log.info("resuming %s at %s", run_dir, progress)
         else:
-            model = DeSTSeg(opts.backbone, opts.seg_width)
-            origin = load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights)
+            model = DeSTSeg(opts.backbone, opts.seg_width, opts.top_k)
             config = {
-                "backbone": opts.backbone,
-                "seg_width": opts.seg_width,
-                "teacher": origin,
+                **model.architecture(),
+                "teacher": load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights),
                 "image_size": opts.image_size,
-                "mean": list(model.spec.mean),
-                "std": list(model.spec.std),
                 "category": opts.category,
                 "data": str(Path(opts.data).resolve()),
                 "train_images": len(paths),
