@@ -69,6 +69,14 @@ def test_every_defect_type_paints_a_small_local_region():
     assert good.mask is None and good.image is good.good
 
 
+def test_defect_scale_grows_every_defect_type():
+    look = make_look("widget", "auto", 0)
+    for defect in DEFECT_TYPES:
+        areas = {scale: np.mean([render_sample(look, 128, np.random.default_rng(seed), defect, scale).mask.mean()
+                                 for seed in range(3)]) for scale in (1.0, 2.0)}
+        assert areas[2.0] > 1.5 * areas[1.0], defect
+
+
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     args = ["--category", "gizmo", "--train", "3", "--test", "4", "--size", "32"]
     for out, seed in (("a", "1"), ("b", "1"), ("c", "2")):
@@ -123,7 +131,7 @@ def test_failed_run_leaves_the_existing_category_untouched(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("bad", [
-    ["--size", "31"], ["--train", "0"], ["--test", "0"], ["--category", "a/b"],
+    ["--size", "31"], ["--train", "0"], ["--test", "0"], ["--category", "a/b"], ["--defect-scale", "0"],
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, bad):
     argv = [str(tmp_path / "out"), "--category", "gizmo", *bad]

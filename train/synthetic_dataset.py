@@ -274,36 +274,36 @@ def _local_colour(scene: Scene, site: np.ndarray, radius: int) -> np.ndarray:
     return patch.reshape(-1, 3).mean(axis=0)
 
 
-def _scratch(scene: Scene, rng: np.random.Generator) -> Paint:
+def _scratch(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
     size = scene.part.shape[0]
     site = _defect_site(scene, rng, 0.15, edge=False)
-    path = _wander(rng, site, rng.uniform(0, 2 * np.pi), size * rng.uniform(0.1, 0.22), wiggle=0.06)
-    alpha = _stroke(size, [path], thickness=max(1, round(size / 256 * rng.uniform(1, 2.5))))
+    path = _wander(rng, site, rng.uniform(0, 2 * np.pi), scale * size * rng.uniform(0.1, 0.22), wiggle=0.06)
+    alpha = _stroke(size, [path], thickness=max(1, round(scale * size / 256 * rng.uniform(1, 2.5))))
     alpha *= np.float32(0.55) + np.float32(0.4) * smooth_noise(size, 6, rng)  # catches the light unevenly
     base = _local_colour(scene, site, size // 20)
     colour = np.clip(base * 1.5 + 0.2, 0, 1) if rng.random() < 0.5 else base * 0.35
     return alpha, colour
 
 
-def _crack(scene: Scene, rng: np.random.Generator) -> Paint:
+def _crack(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
     size = scene.part.shape[0]
     site = _defect_site(scene, rng, 0.15, edge=False)
     heading = rng.uniform(0, 2 * np.pi)
-    trunk = _wander(rng, site, heading, size * rng.uniform(0.1, 0.2), wiggle=0.45, steps=20)
+    trunk = _wander(rng, site, heading, scale * size * rng.uniform(0.1, 0.2), wiggle=0.45, steps=20)
     branches = [trunk]
     for start in trunk[rng.choice(np.arange(4, 18), size=int(rng.integers(1, 4)), replace=False)]:
         side = heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)
-        branches.append(_wander(rng, start, side, size * rng.uniform(0.03, 0.08), wiggle=0.5, steps=8))
-    alpha = _stroke(size, branches, thickness=max(1, round(size / 256 * rng.uniform(1, 2))))
+        branches.append(_wander(rng, start, side, scale * size * rng.uniform(0.03, 0.08), wiggle=0.5, steps=8))
+    alpha = _stroke(size, branches, thickness=max(1, round(scale * size / 256 * rng.uniform(1, 2))))
     alpha *= np.float32(0.9)
     return alpha, _local_colour(scene, site, size // 20) * 0.12
 
 
-def _hole(scene: Scene, rng: np.random.Generator) -> Paint:
+def _hole(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
     """A dark pit whose raised rim is lit on one side and shadowed on the other."""
     size = scene.part.shape[0]
     site = _defect_site(scene, rng, 0.15, edge=False)
-    radius = max(2.0, size * rng.uniform(0.012, 0.03))
+    radius = max(2.0, scale * size * rng.uniform(0.012, 0.03))
     rim = 1.4 * radius
     y, x = np.ogrid[:size, :size]
     dx, dy = (x - site[0]).astype(np.float32), (y - site[1]).astype(np.float32)
@@ -318,11 +318,11 @@ def _hole(scene: Scene, rng: np.random.Generator) -> Paint:
     return alpha, np.clip(_tinted(tone, tuple(base)), 0, 1)
 
 
-def _stain(scene: Scene, rng: np.random.Generator) -> Paint:
+def _stain(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
     """Oil, rust or dirt: a soft-edged, mottled, translucent blob."""
     size = scene.part.shape[0]
     site = _defect_site(scene, rng, 0.15, edge=False)
-    radius = max(3.0, size * rng.uniform(0.03, 0.06))
+    radius = max(3.0, scale * size * rng.uniform(0.03, 0.06))
     blob = _polygon(size, _blob(rng, site, radius, roughness=0.5))
     blob = cv2.GaussianBlur(blob, (0, 0), 0.3 * radius)
     alpha = blob * np.float32(rng.uniform(0.4, 0.7)) * (np.float32(0.7) + np.float32(0.3) * smooth_noise(size, 16, rng))
@@ -331,17 +331,17 @@ def _stain(scene: Scene, rng: np.random.Generator) -> Paint:
     return alpha, colours[str(rng.choice(sorted(colours)))]
 
 
-def _missing(scene: Scene, rng: np.random.Generator) -> Paint:
+def _missing(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
     """A chipped-off piece: on a part, a bite out of its outline; on a surface, a torn-out patch."""
     size = scene.part.shape[0]
     is_part = bool((scene.part < 0.5).any())
     site = _defect_site(scene, rng, 0.1, edge=is_part)
-    radius = max(3.0, size * rng.uniform(0.035, 0.06))
+    radius = max(3.0, scale * size * rng.uniform(0.035, 0.06))
     alpha = _polygon(size, _blob(rng, site, radius, roughness=0.6))
     return alpha, scene.background
 
 
-DEFECTS: Dict[str, Callable[[Scene, np.random.Generator], Paint]] = {
+DEFECTS: Dict[str, Callable[[Scene, np.random.Generator, float], Paint]] = {
     "scratch": _scratch, "crack": _crack, "hole": _hole, "stain": _stain, "missing": _missing,
 }
 
@@ -361,12 +361,16 @@ def _paint(scene: Scene, paint: Paint) -> Tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- samples
 
 
-def render_sample(look: Look, size: int, rng: np.random.Generator, defect: Optional[str] = None) -> Sample:
-    """One image of ``look``; with ``defect`` (one of DEFECT_TYPES) also its mask and defect-free twin."""
+def render_sample(look: Look, size: int, rng: np.random.Generator, defect: Optional[str] = None,
+                  defect_scale: float = 1.0) -> Sample:
+    """One image of ``look``; with ``defect`` (one of DEFECT_TYPES) also its mask and defect-free twin.
+
+    ``defect_scale`` multiplies the defect's size (lengths, radii, stroke widths) relative to the image.
+    """
     scene = _scene(look, size, rng)
     albedo, mask = scene.albedo, None
     if defect is not None:
-        albedo, mask = _paint(scene, DEFECTS[defect](scene, rng))
+        albedo, mask = _paint(scene, DEFECTS[defect](scene, rng, defect_scale))
     # Lighting and sensor noise come last and are the same for both renderings, so the two
     # differ only where the defect was painted.
     y, x = np.ogrid[:size, :size]
@@ -399,9 +403,9 @@ def sample_rng(seed: int, category: str, folder: str, index: int) -> np.random.G
 
 
 def write_dataset(out: str | Path, category: str, train: int = 60, test: int = 40, size: int = 256,
-                  seed: int = 0, kind: str = "auto") -> Path:
+                  seed: int = 0, kind: str = "auto", defect_scale: float = 1.0) -> Path:
     """Write OUT/CATEGORY atomically (replacing an existing one only on success); return its path."""
-    check_args(category, train, test, size, kind)
+    check_args(category, train, test, size, kind, defect_scale)
     look = make_look(category, kind, seed)
     n_defective = test // 2
     defects = [DEFECT_TYPES[i % len(DEFECT_TYPES)] for i in range(n_defective)]
@@ -414,13 +418,13 @@ def write_dataset(out: str | Path, category: str, train: int = 60, test: int = 4
         for defect in DEFECT_TYPES:
             folder = f"test/{defect}"
             for i, name in enumerate(_names(defects.count(defect))):
-                sample = render_sample(look, size, sample_rng(seed, category, folder, i), defect)
+                sample = render_sample(look, size, sample_rng(seed, category, folder, i), defect, defect_scale)
                 write_image(tmp / folder / f"{name}.png", sample.image)
                 write_image(tmp / "ground_truth" / defect / f"{name}_mask.png", sample.mask.astype(np.uint8) * 255)
     return target
 
 
-def check_args(category: str, train: int, test: int, size: int, kind: str) -> None:
+def check_args(category: str, train: int, test: int, size: int, kind: str, defect_scale: float = 1.0) -> None:
     """Raise SynthError, saying what to pass instead, for arguments that cannot make a dataset."""
     if not category or category in (".", "..") or "/" in category or "\\" in category:
         raise SynthError(f"--category must be a plain folder name, got {category!r}")
@@ -430,6 +434,8 @@ def check_args(category: str, train: int, test: int, size: int, kind: str) -> No
         raise SynthError(f"--train and --test must be at least 1, got {train} and {test}")
     if kind not in ("auto", "texture", "object"):
         raise SynthError(f"--kind must be auto, texture or object, got {kind!r}")
+    if not 0.25 <= defect_scale <= 4.0:
+        raise SynthError(f"--defect-scale must be between 0.25 and 4, got {defect_scale}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,13 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     p.add_argument("--kind", default="auto", choices=["auto", "texture", "object"],
                    help="texture surface or object on a background; auto: texture for carpet, grid, leather, tile, wood")
+    p.add_argument("--defect-scale", type=float, default=1.0,
+                   help="defect size relative to the image (default 1: MVTec-like small defects; 2 keeps them "
+                        "as visible at 128 px as at 256)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        path = write_dataset(args.out, args.category, args.train, args.test, args.size, args.seed, args.kind)
+        path = write_dataset(args.out, args.category, args.train, args.test, args.size, args.seed, args.kind,
+                             args.defect_scale)
     except SynthError as exc:
         print(f"destseg-synth: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,34 @@
+"""benchmarks/quality.py runs the user's own commands end to end and writes one comparable table."""
+from __future__ import annotations
+
+import json
+
+from benchmarks.quality import METRICS, main
+
+TINY = ["--kinds", "object", "--seeds", "0", "--synth-args", "--train 8 --test 8 --size 64",
+        "--train-args", "--backbone resnet18 --teacher random --image-size 64 --batch-size 4 "
+                        "--steps-student 2 --steps-seg 2",
+        "--int8-args", "--calib-count 8 --search-budget-s 0 --allow-degraded", "--workers", "0"]
+
+
+def test_quality_benchmark_writes_fp32_and_int8_rows_with_the_machine(tmp_path):
+    out = tmp_path / "q"
+    assert main(["--out", str(out), *TINY]) == 0
+    result = json.loads((out / "quality.json").read_text())
+    assert result["machine"]["cpus"] >= 1 and result["machine"]["cpu"]
+    (row,) = result["rows"]
+    assert row["kind"] == "object" and row["seed"] == 0 and row["train_s"] > 0 and row["train_images_per_s"] > 0
+    for form in ("fp32", "int8_trt", "int8_cpu"):
+        assert set(row[form]) >= set(METRICS), form
+    assert row["gate"] in ("passed", "degraded-allowed")
+    table = (out / "quality.md").read_text()
+    assert "| object s0 | FP32 |" in table and "| **mean** | INT8 CPU form |" in table
+    assert main(["--out", str(out), *TINY, "--no-int8"]) == 0  # its own folder: rewritten
+    assert "int8_trt" not in json.loads((out / "quality.json").read_text())["rows"][0]
+
+
+def test_quality_benchmark_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep")
+    assert main(["--out", str(tmp_path), *TINY]) == 2
+    assert "not a quality benchmark folder" in capsys.readouterr().err
+    assert (tmp_path / "mine.txt").read_text() == "keep" and len(list(tmp_path.iterdir())) == 1
