@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from destseg.atomic import atomic_path, write_json, write_text
+from destseg.inference import onnx_session
 from destseg.train.model import BACKBONES, SEG_WIDTH, DeSTSeg, top_k_score
 
 PARTS = ("teacher", "student encoder", "student decoder", "fusion", "segmentation", "tail")
@@ -138,18 +139,11 @@ class OnnxPart:
     """One part exported to ONNX with an ONNX Runtime CPU session and its input feed."""
 
     def __init__(self, module: nn.Module, inputs: Sequence[torch.Tensor], path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
         names = [f"in{i}" for i in range(len(inputs))]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(module, tuple(inputs), str(path), input_names=names, opset_version=17, dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.feed = {n: t.numpy().astype(np.float32) for n, t in zip(names, inputs)}
 
     def run_ms(self) -> float:

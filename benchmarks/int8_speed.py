@@ -25,6 +25,8 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
+from destseg.inference import onnx_session
+
 
 def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
     for _ in range(warmup):
@@ -37,21 +39,9 @@ def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
     return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples)}
 
 
-def ort_session(path: Path, threads: int, profile_prefix: str | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def profile_by_op(path: Path, feed: Dict[str, np.ndarray], threads: int, runs: int, out_dir: Path) -> Dict[str, float]:
     """Milliseconds per run, summed per op type, from ONNX Runtime's profiler."""
-    session = ort_session(path, threads, str(out_dir / path.stem))
+    session = onnx_session(path, threads, profile_prefix=str(out_dir / path.stem))
     session.run(None, feed)
     for _ in range(runs):
         session.run(None, feed)
@@ -119,7 +109,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         results: Dict[str, Dict[str, float]] = {}
         for variant in ("fp32", "int8_cpu", "int8_trt"):
-            session = ort_session(bundle.model_path(variant), args.threads)
+            session = onnx_session(bundle.model_path(variant), args.threads)
             results[f"onnxruntime {variant}"] = timed(lambda: session.run(None, feed), args.warmup, args.runs)
         model, config = load_run(run)
         from destseg.export.fused import fused_from_run

@@ -22,7 +22,7 @@ import destseg
 from destseg.atomic import write_json
 from destseg.bundle import sha256_file
 from destseg.export.fused import FusedDeSTSeg
-from destseg.export.tensorrt import DeviceInfo, TensorRTError, batch_profile, engine_key, sidecar_path
+from destseg.tensorrt import DeviceInfo, TensorRTError, batch_profile, engine_key, sidecar_path
 
 SUFFIX = ".torchtrt.ep"
 

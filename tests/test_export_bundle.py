@@ -18,7 +18,7 @@ import pytest
 
 from destseg.bundle import BundleError, load_bundle, sha256_file
 from destseg.export.cli import main
-from destseg.export.tensorrt import trt_available
+from destseg.tensorrt import trt_available
 from destseg.train.checkpoint import load_run
 from tests.test_export_parity import SIZE, frames, make_run, reference
 

@@ -17,7 +17,8 @@ import pytest
 from destseg.bundle import BundleError, write_meta
 from destseg.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from destseg.runtime.backends import choose_backend, is_run, open_backend
-from destseg.runtime.backends.onnxruntime import choose_variant, physical_cores
+from destseg.cpu import physical_cores
+from destseg.runtime.backends.onnxruntime import choose_variant
 from destseg.runtime.errors import BackendError
 
 
@@ -139,7 +140,7 @@ def test_variant_follows_precision_and_providers():
 
 
 def test_auto_picks_onnxruntime_here_and_says_why(bundle):
-    from destseg.export.tensorrt import why_no_tensorrt
+    from destseg.tensorrt import why_no_tensorrt
 
     if why_no_tensorrt() is None:
         pytest.skip("TensorRT and a GPU are present: auto picks tensorrt")

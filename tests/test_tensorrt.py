@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from destseg.export import tensorrt as trt_builder
-from destseg.export.tensorrt import (
+from destseg import tensorrt as trt_builder
+from destseg.tensorrt import (
     DeviceInfo,
     TensorRTError,
     batch_profile,
@@ -252,7 +252,7 @@ def test_missing_onnx_is_a_clear_error(tmp_path):
 
 
 def test_builder_module_imports_neither_torch_nor_tensorrt():
-    code = ("import sys, destseg.export.tensorrt; "
+    code = ("import sys, destseg.tensorrt; "
             "assert 'torch' not in sys.modules, 'torch'; assert 'tensorrt' not in sys.modules, 'tensorrt'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
