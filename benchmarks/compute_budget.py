@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from torch import nn
 
 from destseg.atomic import atomic_path, write_json, write_text
 from destseg.inference import onnx_session
+from destseg.latency import latency_statistics
 from destseg.train.model import BACKBONES, SEG_WIDTH, DeSTSeg, top_k_score
 
 PARTS = ("teacher", "student encoder", "student decoder", "fusion", "segmentation", "tail")
@@ -165,7 +165,8 @@ def interleaved_latency_ms(parts: Dict[str, OnnxPart], runs: int, warmup: int) -
     for _ in range(runs):
         for name, part in parts.items():
             times[name].append(part.run_ms())
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+    stats = {name: latency_statistics(t) for name, t in times.items()}
+    return {name: (s["median"], s["min"]) for name, s in stats.items()}
 
 
 def budget(backbone: str, size: int, runs: int = 10, warmup: int = 2, threads: int = 2, measure: bool = True,

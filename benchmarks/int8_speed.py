@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -26,6 +25,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from destseg.inference import onnx_session
+from destseg.latency import latency_statistics
 
 
 def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
@@ -36,7 +36,8 @@ def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
         tic = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - tic) * 1000.0)
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples)}
+    stats = latency_statistics(samples)
+    return {f"{k}_ms": stats[k] for k in ("median", "min", "max")}
 
 
 def profile_by_op(path: Path, feed: Dict[str, np.ndarray], threads: int, runs: int, out_dir: Path) -> Dict[str, float]:

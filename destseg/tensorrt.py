@@ -295,6 +295,26 @@ def _onnx_node_names(onnx_path: Path) -> Optional[List[str]]:
     return [n.name or n.op_type for n in model.graph.node]
 
 
+def write_sidecar(engine: Path, key: str, onnx_path: str | os.PathLike, onnx_sha256: str, precision: str,
+                  device: DeviceInfo, profile: Optional[Tuple[int, int, int]], build_seconds: float, **how: Any) -> None:
+    """The JSON beside an engine: its key and hashes (what :func:`cached_engine` checks), what it was
+    built for and from, and ``how`` (the builder's flags, or torch-tensorrt's version)."""
+    write_json(sidecar_path(engine), {
+        "key": key,
+        "engine": engine.name,
+        "engine_sha256": sha256_file(engine),
+        "onnx": Path(onnx_path).name,
+        "onnx_sha256": onnx_sha256,
+        "precision": precision,
+        "device": asdict(device),
+        "batch_profile": list(profile) if profile else None,
+        **how,
+        "build_seconds": round(build_seconds, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "destseg_edge_version": destseg.__version__,
+    })
+
+
 def read_sidecar(engine: str | os.PathLike) -> Optional[Dict[str, Any]]:
     path = sidecar_path(engine)
     if not path.is_file():
@@ -386,24 +406,10 @@ def build_engine(
         tmp.write_bytes(memoryview(plan))
     with atomic_path(timing_file) as tmp:
         tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
-    write_json(sidecar_path(engine), {
-        "key": key,
-        "engine": engine.name,
-        "engine_sha256": sha256_file(engine),
-        "onnx": onnx_path.name,
-        "onnx_sha256": onnx_sha,
-        "precision": precision,
-        "device": asdict(device),
-        "batch_profile": list(profile) if profile else None,
-        "workspace_gb": workspace_gb,
-        "network_flags": list(recipe.network_flags),
-        "builder_flags": list(recipe.builder_flags),
-        "implicit_int8_calibrator": recipe.uses_calibrator,
-        "timing_cache": timing_file.name,
-        "build_seconds": round(seconds, 1),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "destseg_edge_version": destseg.__version__,
-    })
+    write_sidecar(engine, key, onnx_path, onnx_sha, precision, device, profile, seconds,
+                  workspace_gb=workspace_gb, network_flags=list(recipe.network_flags),
+                  builder_flags=list(recipe.builder_flags), implicit_int8_calibrator=recipe.uses_calibrator,
+                  timing_cache=timing_file.name)
     log.info("TensorRT engine %s built in %.0f s", engine, seconds)
     return engine
 
