@@ -223,6 +223,22 @@ def test_torch_backend_runs_a_training_run(destseg_run):
         open_backend("torch", destseg_run, "int8")
 
 
+def test_torch_backend_matches_the_bundle_exported_from_the_same_run(tmp_path):
+    """The torch backend normalises outside the graph and runs the model's own forward; the
+    bundle normalises inside: both must give the same maps and scores."""
+    from destseg.export.bundle_writer import export_bundle
+    from tests.conftest import untrained_run
+
+    run = untrained_run(tmp_path / "run")
+    export_bundle(run, tmp_path / "bundle")
+    frames = np.random.default_rng(2).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    torch_map, torch_score = open_backend("torch", run, "fp32").infer(frames)
+    ort_map, ort_score = open_backend("onnxruntime", tmp_path / "bundle", "fp32").infer(frames)
+    assert np.ptp(ort_map) > 1e-3  # not a comparison of constants
+    np.testing.assert_allclose(torch_map, ort_map, atol=1e-4)
+    np.testing.assert_allclose(torch_score, ort_score, atol=1e-4)
+
+
 def test_bf16_is_used_only_where_the_cpu_has_it():
     from destseg.runtime.backends.torch import resolve_precision
 
