@@ -16,11 +16,10 @@ from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 from destseg.bundle import BUNDLE_FILE
-from destseg.inference import PRECISIONS as MODEL_PRECISIONS
-from destseg.inference import BundleModel
+from destseg.inference import PRECISIONS as MODEL_PRECISIONS, BundleModel
 from destseg.runtime.errors import BackendError
 
-NAMES = ("tensorrt", "onnxruntime", "torch")  # the backends, fastest first
+NAMES = ("tensorrt", "onnxruntime", "torch")  # the backends, in the order --backend auto prefers them
 BACKENDS = ("auto", *NAMES)  # --backend
 PRECISIONS = ("auto", *MODEL_PRECISIONS)  # --precision
 RUN_CONFIG = "config.json"  # what makes a folder a training run (destseg.train.checkpoint.CONFIG_FILE)
