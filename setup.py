@@ -1,7 +1,7 @@
 """destseg-edge: DeSTSeg anomaly detection from PyTorch training to a Jetson TensorRT engine.
 
-One distribution, four stage packages mapped from the top-level folders, and the
-shared package ``destseg``. The stages meet only through files on disk.
+One distribution, four stage packages mapped from the top-level folders, the benchmarks
+beside them, and the shared package ``destseg``. The stages meet only through files on disk.
 """
 from setuptools import setup
 
@@ -19,6 +19,7 @@ setup(
         "destseg.calibration",
         "destseg.runtime",
         "destseg.runtime.backends",
+        "destseg.benchmarks",
     ],
     package_dir={
         "destseg": "destseg",
@@ -27,6 +28,7 @@ setup(
         "destseg.calibration": "calibration",
         "destseg.runtime": "runtime",
         "destseg.runtime.backends": "runtime/backends",
+        "destseg.benchmarks": "benchmarks",
     },
     package_data={"destseg.export": ["tensorrt_onnx_ops.txt"]},
     install_requires=["numpy", "opencv-python-headless", "scikit-learn"],
@@ -50,7 +52,7 @@ setup(
             "destseg-eval=destseg.train.evaluate:main",
             "destseg-export=destseg.export.cli:main",
             "destseg-runtime=destseg.runtime.cli:main",
-            "destseg-bench=destseg.runtime.bench:main",
+            "destseg-bench=destseg.benchmarks.bench:main",
         ]
     },
 )

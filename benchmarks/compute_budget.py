@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from destseg.atomic import atomic_path, write_json, write_text
+from destseg.inference import onnx_session
+from destseg.latency import latency_statistics
 from destseg.train.model import BACKBONES, SEG_WIDTH, DeSTSeg, top_k_score
 
 PARTS = ("teacher", "student encoder", "student decoder", "fusion", "segmentation", "tail")
@@ -138,18 +139,11 @@ class OnnxPart:
     """One part exported to ONNX with an ONNX Runtime CPU session and its input feed."""
 
     def __init__(self, module: nn.Module, inputs: Sequence[torch.Tensor], path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
         names = [f"in{i}" for i in range(len(inputs))]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(module, tuple(inputs), str(path), input_names=names, opset_version=17, dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.feed = {n: t.numpy().astype(np.float32) for n, t in zip(names, inputs)}
 
     def run_ms(self) -> float:
@@ -171,7 +165,8 @@ def interleaved_latency_ms(parts: Dict[str, OnnxPart], runs: int, warmup: int) -
     for _ in range(runs):
         for name, part in parts.items():
             times[name].append(part.run_ms())
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+    stats = {name: latency_statistics(t) for name, t in times.items()}
+    return {name: (s["median"], s["min"]) for name, s in stats.items()}
 
 
 def budget(backbone: str, size: int, runs: int = 10, warmup: int = 2, threads: int = 2, measure: bool = True,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -24,6 +23,9 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
+
+from destseg.inference import onnx_session
+from destseg.latency import latency_statistics
 
 
 def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
@@ -34,24 +36,13 @@ def timed(fn: Callable[[], object], warmup: int, runs: int) -> Dict[str, float]:
         tic = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - tic) * 1000.0)
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples)}
-
-
-def ort_session(path: Path, threads: int, profile_prefix: str | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    stats = latency_statistics(samples)
+    return {f"{k}_ms": stats[k] for k in ("median", "min", "max")}
 
 
 def profile_by_op(path: Path, feed: Dict[str, np.ndarray], threads: int, runs: int, out_dir: Path) -> Dict[str, float]:
     """Milliseconds per run, summed per op type, from ONNX Runtime's profiler."""
-    session = ort_session(path, threads, str(out_dir / path.stem))
+    session = onnx_session(path, threads, profile_prefix=str(out_dir / path.stem))
     session.run(None, feed)
     for _ in range(runs):
         session.run(None, feed)
@@ -119,7 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         results: Dict[str, Dict[str, float]] = {}
         for variant in ("fp32", "int8_cpu", "int8_trt"):
-            session = ort_session(bundle.model_path(variant), args.threads)
+            session = onnx_session(bundle.model_path(variant), args.threads)
             results[f"onnxruntime {variant}"] = timed(lambda: session.run(None, feed), args.warmup, args.runs)
         model, config = load_run(run)
         from destseg.export.fused import fused_from_run

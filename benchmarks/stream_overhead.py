@@ -21,8 +21,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from destseg.latency import latency_statistics
 from destseg.runtime.backends import open_backend
-from destseg.runtime.profiler import stage_statistics
 from destseg.runtime.stream import StreamOptions, run_stream
 
 
@@ -40,7 +40,7 @@ def bare(args: argparse.Namespace) -> Dict[str, Any]:
         times.append((time.perf_counter() - t) * 1e3)
     seconds = time.perf_counter() - start
     backend.close()
-    return {"fps": args.frames / seconds, "latency_ms": stage_statistics(np.asarray(times)), "detail": backend.detail}
+    return {"fps": args.frames / seconds, "latency_ms": latency_statistics(times, digits=3), "detail": backend.detail}
 
 
 def streaming(args: argparse.Namespace) -> Dict[str, Any]:
@@ -55,7 +55,7 @@ def streaming(args: argparse.Namespace) -> Dict[str, Any]:
         run_stream(opts, log=lambda message: None)
         rows = [json.loads(line) for line in events.read_text().splitlines()][args.warmup:]
     seconds = rows[-1]["captured_at"] - rows[0]["captured_at"]
-    stages = {stage: stage_statistics(np.asarray([r["ms"][stage] for r in rows])) for stage in rows[0]["ms"]}
+    stages = {stage: latency_statistics([r["ms"][stage] for r in rows], digits=3) for stage in rows[0]["ms"]}
     return {"fps": (len(rows) - 1) / seconds, "stages_ms": stages}
 
 

@@ -7,32 +7,41 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 from destseg.calibration.images import DEFAULT_COUNT
 from destseg.calibration.int8 import Int8Options, add_int8
 from destseg.calibration.quantize import METHODS
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The INT8 options, as a group of destseg-export's command line."""
+def add_arguments(parser: argparse.ArgumentParser) -> List[argparse.Action]:
+    """The INT8 options, as a group of destseg-export's command line; returns them (see :func:`given`)."""
     p = parser.add_argument_group("INT8 (with --int8)", "calibration on normal images, report and accuracy gate")
-    p.add_argument("--calib-dir", help="folder of normal images, or an MVTec root with --calib-category "
-                                       "(default: the run's training split)")
-    p.add_argument("--calib-category", help="MVTec category under --calib-dir (uses its train/good)")
-    p.add_argument("--calib-count", type=int, default=DEFAULT_COUNT, help="images to calibrate on (default 500)")
-    p.add_argument("--calib-method", choices=METHODS, default="minmax")
-    p.add_argument("--percentile", type=float, default=99.99, help="with --calib-method percentile")
-    p.add_argument("--quantizer", choices=["ort", "modelopt"], default="ort",
-                   help="ONNX Runtime (default) or NVIDIA ModelOpt for the TensorRT form")
-    p.add_argument("--force-calib", action="store_true", help="calibrate on a folder that looks defective anyway")
-    p.add_argument("--eval-data", help="MVTec root to measure FP32 vs INT8 metrics on (enables the accuracy gate)")
-    p.add_argument("--category", dest="eval_category", help="category under --eval-data (default: the run's)")
-    p.add_argument("--allow-degraded", action="store_true", help="keep an INT8 model that fails the accuracy gate")
-    p.add_argument("--search-budget-s", type=float, default=300.0,
-                   help="time for the per-layer sensitivity search when the gate fails")
-    p.add_argument("--calib-seed", type=int, default=0)
-    p.add_argument("--calib-ranges", help="reuse calibration_ranges.json of an earlier INT8 export instead of calibrating")
+    return [
+        p.add_argument("--calib-dir", help="folder of normal images, or an MVTec root with --calib-category "
+                                           "(default: the run's training split)"),
+        p.add_argument("--calib-category", help="MVTec category under --calib-dir (uses its train/good)"),
+        p.add_argument("--calib-count", type=int, default=DEFAULT_COUNT, help="images to calibrate on (default 500)"),
+        p.add_argument("--calib-method", choices=METHODS, default="minmax"),
+        p.add_argument("--percentile", type=float, default=99.99, help="with --calib-method percentile"),
+        p.add_argument("--quantizer", choices=["ort", "modelopt"], default="ort",
+                       help="ONNX Runtime (default) or NVIDIA ModelOpt for the TensorRT form"),
+        p.add_argument("--force-calib", action="store_true", help="calibrate on a folder that looks defective anyway"),
+        p.add_argument("--eval-data", help="MVTec root to measure FP32 vs INT8 metrics on (enables the accuracy gate)"),
+        p.add_argument("--category", dest="eval_category", help="category under --eval-data (default: the run's)"),
+        p.add_argument("--allow-degraded", action="store_true", help="keep an INT8 model that fails the accuracy gate"),
+        p.add_argument("--search-budget-s", type=float, default=300.0,
+                       help="time for the per-layer sensitivity search when the gate fails"),
+        p.add_argument("--calib-seed", type=int, default=0),
+        p.add_argument("--calib-ranges", help="reuse calibration_ranges.json of an earlier INT8 export instead of calibrating"),
+    ]
+
+
+def given(args: argparse.Namespace) -> List[str]:
+    """The INT8 options ``args`` sets to something other than their default (destseg-export
+    refuses them without --int8), each by its flag."""
+    return [a.option_strings[0] for a in add_arguments(argparse.ArgumentParser(add_help=False))
+            if getattr(args, a.dest, a.default) != a.default]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from destseg.atomic import atomic_dir, write_json, write_text
-from destseg.bundle import load_bundle, sha256_file, write_meta
+from destseg.bundle import Bundle, load_bundle, sha256_file, write_meta
 from destseg.datasets import good_images, has_test_split, load_test_set, test_samples
 from destseg.images import read_rgb
 from destseg.preprocess import frame_to_input
@@ -161,101 +161,153 @@ def _sensitivity_search(builder: _Builder, fp32_metrics: Dict[str, float], budge
     return kept, final, {"trials": trials, "seconds": round(time.monotonic() - start, 1), "measured_layers": len(gains)}
 
 
-def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
-    """Calibrate and add both INT8 forms to a bundle; return the quantisation report."""
-    bundle = load_bundle(bundle_dir)
-    size, input_name = bundle.image_size, bundle.input_name
+@dataclass
+class _Images:
+    """The images INT8 is made and judged with, chosen once per export."""
+
+    source: str  # where the calibration images come from
+    category: Optional[str]
+    calib: List[Path]  # the calibration images
+    holdout: np.ndarray  # normal images (uint8 N x S x S x 3) the report compares FP32 and INT8 on
+    held_out: bool  # False when the holdout had to be the calibration set itself
+    eval_set: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]  # --eval-data: images, labels, masks
+
+
+def _select_images(bundle: Bundle, opts: Int8Options) -> _Images:
+    size = bundle.image_size
     source, category = _calibration_source(bundle.meta, opts)
     calib = select_images(source, category, opts.count, opts.seed, opts.force_calib)
     holdout, held_out = _holdout(source, category, calib, size, opts.seed)
     eval_set = load_test_set(opts.eval_data, opts.eval_category, size) if opts.eval_data else None
-    fp32_path = bundle.model_path("fp32")
-    # A fixed-batch-1 graph takes one image per calibration call.
-    batch = 1 if not bundle.dynamic_batch else 8
+    return _Images(source, category, calib, holdout, held_out, eval_set)
+
+
+def _quantize(bundle: Bundle, images: _Images, opts: Int8Options, work: Path) -> _Builder:
+    """Calibrate (or reuse --calib-ranges) and build both INT8 forms in ``work``."""
+    size = bundle.image_size
+    batch = 1 if not bundle.dynamic_batch else 8  # a fixed-batch-1 graph takes one image per calibration call
     qopts = QuantOptions(method=opts.method, percentile=opts.percentile)
+    return _Builder(bundle.model_path("fp32"), work, batches(images.calib, size, batch), qopts, opts, bundle.input_name,
+                    lambda: np.concatenate(list(batches(images.calib, size, 1))), images.eval_set)
 
+
+def _calibration_record(builder: _Builder, images: _Images, opts: Int8Options) -> Dict:
+    record = {
+        "method": builder.qopts.method,
+        "percentile": opts.percentile if opts.method == "percentile" else None,
+        "quantizer": opts.quantizer,
+        "count": len(images.calib),
+        "seed": opts.seed,
+        "source": str(images.source),
+        "category": images.category,
+    }
+    if opts.ranges_file:
+        record["ranges_reused_from"] = str(opts.ranges_file)
+    return record
+
+
+def _gate_on_metrics(builder: _Builder, fp32_path: Path, images: _Images, opts: Int8Options) -> Tuple[Dict, Optional[Dict]]:
+    """(gate, metrics section): FP32 vs INT8 detection metrics on --eval-data, with the sensitivity
+    search when a form fails; without --eval-data the gate is not applied and there are no metrics."""
+    if images.eval_set is None:
+        return {"status": "not-evaluated", "reasons": ["no --eval-data: accuracy gate not applied"], "kept_float": []}, None
+    eval_images, labels, masks = images.eval_set
+    fp32_maps, fp32_scores = run_onnx(fp32_path, eval_images)
+    fp32_metrics = detection_metrics(labels, masks, fp32_maps, fp32_scores)
+    metrics = builder.metrics()
+    results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
+    kept: List[str] = []
+    search = None
+    if not all(r.passed for r in results.values()):
+        kept, metrics, search = _sensitivity_search(builder, fp32_metrics, opts.search_budget_s)
+        results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
+    passed = all(r.passed for r in results.values())
+    reasons = [f"{form}: {reason}" for form, r in results.items() for reason in r.reasons]
+    status = "passed" if passed else ("degraded-allowed" if opts.allow_degraded else "failed")
+    section = {"fp32": fp32_metrics, **metrics,
+               **{f"delta_{f}": {k: metrics[f][k] - fp32_metrics[k] for k in fp32_metrics} for f in FORMS}}
+    return {"status": status, "reasons": reasons, "kept_float": kept, "search": search}, section
+
+
+def _gate_on_collapse(gate_info: Dict, normal_images: Dict, fp32_scores: np.ndarray, opts: Int8Options) -> None:
+    """Fail the gate (in place) when an INT8 form's scores are constant on normal images while FP32's vary."""
+    collapsed = [f"{form}: INT8 scores are constant on normal images while FP32's vary: the calibration ranges are broken"
+                 for form in FORMS if np.isnan(normal_images[form]["score_pearson"]) and np.std(fp32_scores) > 0]
+    if collapsed:
+        gate_info["reasons"] = [r for r in gate_info["reasons"] if not r.startswith("no --eval-data")] + collapsed
+        gate_info["status"] = "degraded-allowed" if opts.allow_degraded else "failed"
+
+
+def _report(builder: _Builder, bundle: Bundle, images: _Images, opts: Int8Options) -> Dict:
+    """The quantisation report of the INT8 forms ``builder`` holds, its gate decided."""
+    fp32_path = bundle.model_path("fp32")
+    fp32_out = run_onnx(fp32_path, images.holdout)
+    report: Dict = {"calibration": _calibration_record(builder, images, opts), "normal_images": {},
+                    "held_out": images.held_out, "metrics": None}
+    gate_info, report["metrics"] = _gate_on_metrics(builder, fp32_path, images, opts)
+    for form in FORMS:  # after the search: these are the forms that ship
+        report["normal_images"][form] = compare_outputs(fp32_out, run_onnx(builder.paths[form], images.holdout))
+    _gate_on_collapse(gate_info, report["normal_images"], fp32_out[1], opts)
+    report["gate"] = gate_info
+    report["qdq"] = {form: qdq_summary(onnx.load(str(builder.paths[form]))) for form in FORMS}
+    return report
+
+
+def _refuse(bundle_dir: str | Path, report: Dict) -> None:
+    """Write the refused model's report beside the bundle (which stays as it was) and raise."""
+    gate_info = report["gate"]
+    failed = Path(bundle_dir).with_name(Path(bundle_dir).name + ".int8-refused")
+    failed.mkdir(parents=True, exist_ok=True)
+    write_json(failed / "quantization_report.json", report)
+    write_text(failed / "quantization_report.md", to_markdown(report))
+    raise Int8GateError(
+        "INT8 refused: " + "; ".join(gate_info["reasons"])
+        + f" (kept {len(gate_info['kept_float'])} layers in float); report in {failed}; "
+        "pass --allow-degraded to ship it anyway, or calibrate on more normal images"
+    )
+
+
+def _commit(bundle_dir: str | Path, bundle: Bundle, builder: _Builder, report: Dict, calib: List[Path]) -> None:
+    """Add both forms, the ranges, TensorRT 8.5's cache and the report to the bundle, atomically."""
+    kept_float = report["gate"]["kept_float"]
+    with atomic_dir(bundle_dir, keep=True) as tmp:
+        for form, name in (("int8_trt", "model.int8.onnx"), ("int8_cpu", "model.int8.cpu.onnx")):
+            shutil.copyfile(builder.paths[form], tmp / name)
+        shutil.copyfile(builder.paths["ranges"], tmp / "calibration_ranges.json")
+        write_text(tmp / "calibration.cache", trt_cache.render(read_ranges(builder.paths["ranges"])))
+        write_json(tmp / "quantization_report.json", report)
+        write_text(tmp / "quantization_report.md", to_markdown(report))
+        meta = dict(bundle.meta)
+        meta["models"] = dict(meta["models"])
+        meta["models"]["int8_trt"] = {"file": "model.int8.onnx", "precision": "int8", "target": "tensorrt",
+                                      "form": "symmetric int8 Q/DQ, per-channel weights, float biases and tail",
+                                      "kept_float": kept_float}
+        meta["models"]["int8_cpu"] = {"file": "model.int8.cpu.onnx", "precision": "int8", "target": "cpu",
+                                      "form": "uint8 activations, 7-bit per-channel int8 weights (no saturation without VNNI), int32 biases (ONNX Runtime)",
+                                      "kept_float": kept_float}
+        meta["calibration"] = dict(
+            report["calibration"],
+            images=[{"name": p.name, "sha256": sha256_file(p)} for p in calib],
+            ranges_file="calibration_ranges.json",
+            tensorrt_cache="calibration.cache",
+            gate=report["gate"]["status"],
+        )
+        write_meta(tmp, meta, extra_files=["calibration_ranges.json", "calibration.cache",
+                                            "quantization_report.json", "quantization_report.md"])
+
+
+def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
+    """Calibrate and add both INT8 forms to a bundle; return the quantisation report.
+
+    The steps: choose the images, quantise, report (the gate on metrics and on collapsed
+    outputs), then refuse (the bundle untouched, the report beside it) or commit.
+    """
+    bundle = load_bundle(bundle_dir)
+    images = _select_images(bundle, opts)
     with tempfile.TemporaryDirectory(prefix="destseg-int8-") as work_dir:
-        work = Path(work_dir)
-        builder = _Builder(fp32_path, work, batches(calib, size, batch), qopts, opts, input_name,
-                           lambda: np.concatenate(list(batches(calib, size, 1))), eval_set)
-        fp32_out = run_onnx(fp32_path, holdout)
-        report: Dict = {
-            "calibration": {
-                "method": builder.qopts.method,
-                "percentile": opts.percentile if opts.method == "percentile" else None,
-                "quantizer": opts.quantizer,
-                "count": len(calib),
-                "seed": opts.seed,
-                "source": str(source),
-                "category": category,
-            },
-            "normal_images": {},
-            "held_out": held_out,
-            "metrics": None,
-        }
-        if opts.ranges_file:
-            report["calibration"]["ranges_reused_from"] = str(opts.ranges_file)
-        gate_info: Dict = {"status": "not-evaluated", "reasons": ["no --eval-data: accuracy gate not applied"], "kept_float": []}
-        if eval_set is not None:
-            images, labels, masks = eval_set
-            fp32_maps, fp32_scores = run_onnx(fp32_path, images)
-            fp32_metrics = detection_metrics(labels, masks, fp32_maps, fp32_scores)
-            metrics = builder.metrics()
-            results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
-            kept: List[str] = []
-            search = None
-            if not all(r.passed for r in results.values()):
-                kept, metrics, search = _sensitivity_search(builder, fp32_metrics, opts.search_budget_s)
-                results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
-            passed = all(r.passed for r in results.values())
-            reasons = [f"{form}: {reason}" for form, r in results.items() for reason in r.reasons]
-            status = "passed" if passed else ("degraded-allowed" if opts.allow_degraded else "failed")
-            gate_info = {"status": status, "reasons": reasons, "kept_float": kept, "search": search}
-            report["metrics"] = {"fp32": fp32_metrics, **metrics,
-                                 **{f"delta_{f}": {k: metrics[f][k] - fp32_metrics[k] for k in fp32_metrics} for f in FORMS}}
-        for form in FORMS:
-            report["normal_images"][form] = compare_outputs(fp32_out, run_onnx(builder.paths[form], holdout))
-        collapsed = [f"{form}: INT8 scores are constant on normal images while FP32's vary: the calibration ranges are broken"
-                     for form in FORMS if np.isnan(report["normal_images"][form]["score_pearson"]) and np.std(fp32_out[1]) > 0]
-        if collapsed:
-            gate_info["reasons"] = [r for r in gate_info["reasons"] if not r.startswith("no --eval-data")] + collapsed
-            gate_info["status"] = "degraded-allowed" if opts.allow_degraded else "failed"
-        report["gate"] = gate_info
-        report["qdq"] = {form: qdq_summary(onnx.load(str(builder.paths[form]))) for form in FORMS}
-
-        if gate_info["status"] == "failed":
-            failed = Path(bundle_dir).with_name(Path(bundle_dir).name + ".int8-refused")
-            failed.mkdir(parents=True, exist_ok=True)
-            write_json(failed / "quantization_report.json", report)
-            write_text(failed / "quantization_report.md", to_markdown(report))
-            raise Int8GateError(
-                "INT8 refused: " + "; ".join(gate_info["reasons"])
-                + f" (kept {len(gate_info['kept_float'])} layers in float); report in {failed}; "
-                "pass --allow-degraded to ship it anyway, or calibrate on more normal images"
-            )
-
-        with atomic_dir(bundle_dir, keep=True) as tmp:
-            for form, name in (("int8_trt", "model.int8.onnx"), ("int8_cpu", "model.int8.cpu.onnx")):
-                shutil.copyfile(builder.paths[form], tmp / name)
-            shutil.copyfile(builder.paths["ranges"], tmp / "calibration_ranges.json")
-            write_text(tmp / "calibration.cache", trt_cache.render(read_ranges(builder.paths["ranges"])))
-            write_json(tmp / "quantization_report.json", report)
-            write_text(tmp / "quantization_report.md", to_markdown(report))
-            meta = dict(bundle.meta)
-            meta["models"] = dict(meta["models"])
-            meta["models"]["int8_trt"] = {"file": "model.int8.onnx", "precision": "int8", "target": "tensorrt",
-                                          "form": "symmetric int8 Q/DQ, per-channel weights, float biases and tail",
-                                          "kept_float": gate_info["kept_float"]}
-            meta["models"]["int8_cpu"] = {"file": "model.int8.cpu.onnx", "precision": "int8", "target": "cpu",
-                                          "form": "uint8 activations, 7-bit per-channel int8 weights (no saturation without VNNI), int32 biases (ONNX Runtime)",
-                                          "kept_float": gate_info["kept_float"]}
-            meta["calibration"] = dict(
-                report["calibration"],
-                images=[{"name": p.name, "sha256": sha256_file(p)} for p in calib],
-                ranges_file="calibration_ranges.json",
-                tensorrt_cache="calibration.cache",
-                gate=gate_info["status"],
-            )
-            write_meta(tmp, meta, extra_files=["calibration_ranges.json", "calibration.cache",
-                                                "quantization_report.json", "quantization_report.md"])
+        builder = _quantize(bundle, images, opts, Path(work_dir))
+        report = _report(builder, bundle, images, opts)
+        if report["gate"]["status"] == "failed":
+            _refuse(bundle_dir, report)
+        _commit(bundle_dir, bundle, builder, report, images.calib)
     return report

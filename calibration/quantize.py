@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -213,9 +213,3 @@ def qdq_summary(model: onnx.ModelProto) -> Dict[str, int]:
         "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
         "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
     }
-
-
-def float_names(model: onnx.ModelProto, names: Sequence[str]) -> List[str]:
-    """Conv names that are kept in float by ``names`` (for the report)."""
-    wanted = set(names)
-    return [n.name for n in model.graph.node if n.name in wanted]

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
+
+from destseg.inference import onnx_session
 
 MAX_IMAGE_AUROC_DROP = 1.0  # points (percent)
 MAX_PIXEL_AP_DROP = 2.0
 
 
 def run_onnx(path: str | os.PathLike, images: np.ndarray, batch_size: int = 8) -> Tuple[np.ndarray, np.ndarray]:
-    """(maps N x S x S, scores N) of an ONNX model with uint8 N x S x S x 3 input, on the CPU."""
-    import onnxruntime as ort
+    """(maps N x S x S, scores N) of an ONNX model with uint8 N x S x S x 3 input, on the CPU.
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ``path`` is any ONNX file: the candidates of the sensitivity search live in a temporary folder.
+    """
+    session = onnx_session(path)
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) else batch_size

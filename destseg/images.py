@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Iterable, List
 
 import cv2
 import numpy as np
@@ -99,8 +99,3 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
         return rgb
     interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
     return cv2.resize(rgb, (size, size), interpolation=interp)
-
-
-def stack_uint8(images: Sequence[np.ndarray]) -> np.ndarray:
-    """N x S x S x 3 uint8 batch, the fused graph's input layout."""
-    return np.ascontiguousarray(np.stack(images, axis=0), dtype=np.uint8)

@@ -13,6 +13,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from destseg.verdict import verdict
+
 OK_RGB = (0, 200, 0)
 NG_RGB = (230, 0, 0)
 OUTLINE_RGB = (255, 255, 255)
@@ -86,8 +88,8 @@ def overlay(
     """A new H x W x 3 uint8 RGB frame: ``rgb`` blended with the jet-coloured map.
 
     The map (any size, resized to the frame) is read as values in [0, 1]. With ``score`` the
-    top-left corner shows it; with ``threshold`` too, the verdict: NG (red) iff
-    ``score >= threshold``, and a NaN score counts as NG, as a broken model must not pass parts.
+    top-left corner shows it; with ``threshold`` too, the verdict of :func:`destseg.verdict.verdict`:
+    NG (red) iff ``score >= threshold``, and a NaN score counts as NG.
     With ``pixel_threshold``, regions whose map is >= it are outlined.
     """
     _check_frame(rgb)
@@ -103,11 +105,11 @@ def overlay(
         _outline(out, m, float(pixel_threshold))
     if score is not None:
         score = float(score)
-        if threshold is None:
+        result = verdict(score, threshold)
+        if result is None:
             _draw_label(out, f"score {score:.3f}", TEXT_RGB)
         else:
-            ng = not score < float(threshold)
-            _draw_label(out, f"{'NG' if ng else 'OK'} {score:.3f}", NG_RGB if ng else OK_RGB)
+            _draw_label(out, f"{result} {score:.3f}", NG_RGB if result == "NG" else OK_RGB)
     return out
 
 

@@ -1,10 +1,10 @@
 """Decision thresholds for the runtime's OK/NG verdict, chosen on an evaluation split.
 
-Verdict rule everywhere: anomalous (NG) iff ``score >= threshold``; the same for pixels
-against the pixel threshold. With defective examples the threshold maximises F1; without
-any, the best we can do is to bound the false-alarm rate on good data, so it is a high
-quantile of the good scores. The result says which, because the two mean different things
-to whoever tunes a line.
+Verdict rule everywhere (:mod:`destseg.verdict`): anomalous (NG) iff ``score >= threshold``;
+the same for pixels against the pixel threshold. With defective examples the threshold
+maximises F1; without any, the best we can do is to bound the false-alarm rate on good data,
+so it is a high quantile of the good scores. The result says which, because the two mean
+different things to whoever tunes a line.
 
 An F1-optimal threshold is placed halfway between the lowest score it flags and the next
 lower score: every threshold in that gap gives the same F1 on the evaluation split, and the

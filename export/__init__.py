@@ -1,1 +1,1 @@
-"""Export: the fused uint8-in graph, ONNX, the deployment bundle and TensorRT engines."""
+"""Export: the fused uint8-in graph, ONNX, its checks, the deployment bundle; engines via destseg.tensorrt or torch-tensorrt."""

@@ -19,17 +19,16 @@ import torch
 import destseg
 from destseg.atomic import atomic_dir
 from destseg.bundle import write_meta
-from destseg.export.fused import FusedDeSTSeg, fused_from_run
+from destseg.export.fused import INPUT_LAYOUTS, FusedDeSTSeg, fused_from_run
 from destseg.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_onnx
 from destseg.export.parity import PARITY_TOLERANCE, check_parity
-from destseg.export.tensorrt import DEFAULT_WORKSPACE_GB, build_engine, why_no_tensorrt
 from destseg.export.trt_ops import SUPPORTED_OPS_FILE, op_types, tensorrt_problems
+from destseg.tensorrt import DEFAULT_WORKSPACE_GB, ENGINES_DIR, build_engine, sidecar_path, why_no_tensorrt
 from destseg.train.checkpoint import load_run, weights_sha256
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-ENGINES_DIR = "engines"
 VIA = ("onnx", "torch-tensorrt")
 PARITY_DYNAMIC_BATCH = 4  # the dynamic-batch graph is checked at batch 1 and at this batch
 FP16_NOTE = ("FP16 is built by TensorRT from the FP32 graph with BuilderFlag.FP16 (TensorRT 8.5 to 10.x); "
@@ -90,7 +89,7 @@ def _preprocessing(size: int, config: Dict[str, Any], input_format: str) -> Dict
     nhwc = input_format == "uint8-nhwc"
     return {
         "size": size,
-        "layout": "NHWC" if nhwc else "NCHW",
+        "layout": INPUT_LAYOUTS[input_format],
         "dtype": "uint8" if nhwc else "float32",
         "color": "RGB",
         "resize": "area",
@@ -119,7 +118,7 @@ def _engines(fused: FusedDeSTSeg, onnx_path: Path, folder: Path, opts: ExportOpt
             section["not_built"] = reason
             return section
         built = build_engine(onnx_path, precision, folder / ENGINES_DIR, opts.workspace_gb, **profile)
-    section["built"].append({"file": f"{ENGINES_DIR}/{built.name}", "sidecar": f"{ENGINES_DIR}/{built.with_suffix('.json').name}",
+    section["built"].append({"file": f"{ENGINES_DIR}/{built.name}", "sidecar": f"{ENGINES_DIR}/{sidecar_path(built).name}",
                              "precision": precision, "via": opts.via})
     return section
 

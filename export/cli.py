@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from destseg.calibration.cli import add_arguments as add_int8_arguments
+from destseg.calibration.cli import given as int8_options_given
 from destseg.export.bundle_writer import VIA, ExportOptions, engine_summary, export_bundle
 from destseg.export.fused import INPUT_FORMATS
 from destseg.export.onnx_export import DEFAULT_OPSET
 from destseg.export.parity import PARITY_TOLERANCE
-from destseg.export.tensorrt import DEFAULT_WORKSPACE_GB
+from destseg.tensorrt import DEFAULT_WORKSPACE_GB
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +74,7 @@ def log_to_stderr() -> Iterator[None]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    int8_only = [a for a in parser._action_groups if a.title == "INT8 (with --int8)"][0]._group_actions
-    given = [a.option_strings[0] for a in int8_only if getattr(args, a.dest) != a.default]
+    given = int8_options_given(args)
     if given and not args.int8:
         parser.error(f"{', '.join(given)} only apply with --int8")
     opts = ExportOptions(

@@ -3,7 +3,8 @@
 Everything between "a scaled RGB frame" and "a verdict" happens in one graph, so every
 runtime (ONNX Runtime, TensorRT, a GStreamer appsink callback) hands over the frame as it
 comes and cannot get the normalisation wrong: the cast, the NHWC -> NCHW transpose, the
-/255 and the backbone's mean/std run on the accelerator as the graph's first ops.
+/255 and the backbone's mean/std (:func:`destseg.preprocess.folded_normalization`) run on
+the accelerator as the graph's first ops; the rest is the model's own forward.
 """
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
+from destseg.preprocess import folded_normalization
 from destseg.train.model import DeSTSeg
 
-INPUT_FORMATS = ("uint8-nhwc", "float-nchw")
+# The graph's input formats and the layout destseg.json records for each (destseg.preprocess.model_input).
+INPUT_LAYOUTS = {"uint8-nhwc": "NHWC", "float-nchw": "NCHW"}
+INPUT_FORMATS = tuple(INPUT_LAYOUTS)
 
 
 class FusedError(ValueError):
@@ -46,10 +50,9 @@ class FusedDeSTSeg(nn.Module):
         self.model = model.eval()
         self.image_size = int(image_size)
         self.input_format = input_format
-        # (x / 255 - mean) / std as one multiply and one subtract.
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
-        self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t, persistent=False)
+        scale, shift = folded_normalization(mean, std)
+        self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.from_numpy(shift).view(1, 3, 1, 1), persistent=False)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """A zero batch of the right dtype and layout (for tracing and engine compilers)."""

@@ -1,8 +1,9 @@
 """Does the exported graph compute what the trained model computes? ONNX Runtime vs PyTorch.
 
-The reference is the run's own ``model.predict`` on a batch normalised here in torch with
-the run's mean/std, not the fused module, so the check also covers the in-graph cast,
-transpose and normalisation.
+The reference is the run's own ``model.predict`` on a batch normalised outside any graph
+(:func:`destseg.preprocess.normalize`, with the run's mean/std), not the fused module, so the
+check also covers the in-graph cast, transpose and normalisation. The graph runs in the
+session every stage opens models with (:func:`destseg.inference.onnx_session`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from destseg.export.fused import INPUT_LAYOUTS
+from destseg.inference import onnx_session
+from destseg.preprocess import model_input, normalize
 from destseg.train.model import DeSTSeg
 
 PARITY_TOLERANCE = 1e-4
@@ -26,25 +30,14 @@ def random_frames(batch: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
 
-def normalized(frames: np.ndarray, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(frames).to(torch.float32).permute(0, 3, 1, 2) / 255.0
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
 def torch_outputs(model: DeSTSeg, config: dict, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        out = model.eval().predict(normalized(frames, config["mean"], config["std"]))
+        out = model.eval().predict(torch.from_numpy(normalize(frames, config["mean"], config["std"])))
     return out["anomaly_map"].numpy(), out["score"].numpy()
 
 
-def onnx_session(onnx_path: str | os.PathLike):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-
-
 def onnx_outputs(session, frames: np.ndarray, config: dict, input_format: str = "uint8-nhwc") -> Tuple[np.ndarray, np.ndarray]:
-    feed = frames if input_format == "uint8-nhwc" else normalized(frames, config["mean"], config["std"]).numpy()
+    feed = model_input(frames, INPUT_LAYOUTS[input_format], config["mean"], config["std"])
     anomaly_map, score = session.run(["anomaly_map", "score"], {session.get_inputs()[0].name: feed})
     return anomaly_map, score
 

@@ -12,17 +12,14 @@ import inspect
 import os
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-import destseg
-from destseg.atomic import write_json
 from destseg.bundle import sha256_file
 from destseg.export.fused import FusedDeSTSeg
-from destseg.export.tensorrt import DeviceInfo, TensorRTError, batch_profile, engine_key, sidecar_path
+from destseg.tensorrt import DeviceInfo, TensorRTError, batch_profile, engine_key, write_sidecar
 
 SUFFIX = ".torchtrt.ep"
 
@@ -90,19 +87,6 @@ def compile_engine(
         tmp_file = Path(tmp) / target.name
         torch_tensorrt.save(compiled, str(tmp_file), **{param: [example]})
         os.replace(tmp_file, target)
-    write_json(sidecar_path(target), {
-        "key": key,
-        "engine": target.name,
-        "engine_sha256": sha256_file(target),
-        "onnx": Path(onnx_path).name,
-        "onnx_sha256": onnx_sha,
-        "precision": precision,
-        "device": asdict(device),
-        "batch_profile": list(profile) if profile else None,
-        "via": "torch-tensorrt dynamo",
-        "torch_tensorrt": torch_tensorrt.__version__,
-        "build_seconds": round(seconds, 1),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "destseg_edge_version": destseg.__version__,
-    })
+    write_sidecar(target, key, onnx_path, onnx_sha, precision, device, profile, seconds,
+                  via="torch-tensorrt dynamo", torch_tensorrt=torch_tensorrt.__version__)
     return target

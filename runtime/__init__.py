@@ -7,12 +7,14 @@ A frame's path, one file per step (read them in this order):
   model's S x S RGB while keeping the full-resolution frame; ``cameras.py`` picks a
   camera's mode, ``frames.py`` pulls the paired frames out of the pipeline.
 - ``backends/``: the model (TensorRT, ONNX Runtime or PyTorch) turns the S x S frame
-  into an anomaly map and a score, behind one ``Backend`` interface.
-- ``events.py``: the score becomes an OK/NG verdict and a JSON line.
+  into an anomaly map and a score, behind one ``Backend`` interface; a bundle's models
+  are opened through ``destseg.inference`` and ``destseg.tensorrt``.
+- ``events.py``: the score's OK/NG verdict (``destseg.verdict``) becomes a JSON line.
 - ``sinks.py``: the overlay goes to the display, a video file or RTP; NG frames to a folder.
 - ``profiler.py``: every stage's milliseconds, summarised like trtexec.
 - ``stream.py``: the loop that ties them together (stop, reconnect, EOS on SIGINT);
   ``cli.py`` is ``destseg-runtime``.
 
-Nothing here imports torch: only the ``torch`` backend does, lazily.
+Nothing here imports torch (only the ``torch`` backend does, lazily) nor another stage's
+code: the bundle on disk is all it reads. Benchmarking it is ``destseg.benchmarks``.
 """

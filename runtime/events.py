@@ -18,12 +18,6 @@ from typing import Any, Dict, Optional, TextIO
 from destseg.runtime.errors import SinkError
 
 
-def verdict(score: float, threshold: Optional[float]) -> Optional[str]:
-    if threshold is None:
-        return None
-    return "OK" if score < threshold else "NG"
-
-
 def _number(value: Optional[float], digits: int) -> Optional[float]:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 

@@ -26,17 +26,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from destseg.atomic import atomic_path, write_json
+from destseg.latency import STATISTICS, latency_statistics
 
 STAGES = ("capture", "preprocess", "h2d", "infer", "d2h", "postprocess", "output", "end_to_end")
-STATISTICS = ("min", "mean", "median", "p90", "p95", "p99", "max")
 DEFAULT_WINDOW = 65536
-
-
-def stage_statistics(values: np.ndarray) -> Dict[str, float]:
-    """min/mean/median/p90/p95/p99/max of one stage's milliseconds."""
-    p50, p90, p95, p99 = np.percentile(values, [50, 90, 95, 99])
-    stats = (values.min(), values.mean(), p50, p90, p95, p99, values.max())
-    return {name: round(float(v), 3) for name, v in zip(STATISTICS, stats)}
+DIGITS = 3  # the summary's milliseconds keep microseconds
 
 
 class Profiler:
@@ -82,7 +76,7 @@ class Profiler:
             "dropped": self.dropped,
             "reconnects": self.reconnects,
             "statistics_over_frames": len(kept),
-            "stages_ms": {s: stage_statistics(kept[:, i]) for i, s in enumerate(STAGES)} if len(kept) else {},
+            "stages_ms": {s: latency_statistics(kept[:, i], DIGITS) for i, s in enumerate(STAGES)} if len(kept) else {},
         }
 
     def close(self, profile_path: Optional[str | os.PathLike] = None, summary: Optional[Dict[str, Any]] = None) -> None:

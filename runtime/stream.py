@@ -19,9 +19,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from destseg.overlay import overlay
+from destseg.verdict import verdict
 from destseg.runtime.backends import Backend, choose_backend, open_backend
 from destseg.runtime.errors import RuntimeInputError, SourceError, StreamError
-from destseg.runtime.events import EventWriter, frame_event, verdict
+from destseg.runtime.events import EventWriter, frame_event
 from destseg.runtime.frames import Frame, FrameReader, SourceEnded, SourceLost
 from destseg.runtime.gst import has_element, resolve_platform
 from destseg.runtime.profiler import Profiler, format_summary

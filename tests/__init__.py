@@ -1,0 +1,1 @@
+"""The test suite, a package so test modules share helpers (tests.conftest builds tiny real runs and bundles)."""

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from destseg.images import write_image
-from destseg.runtime.bench import main
-from destseg.runtime.bench_report import accuracy_for
-from destseg.runtime.bench_results import STATS, BenchError, Config, summarize
-from destseg.runtime.machine import cpu_info, jetson_info
+from destseg.benchmarks.bench import main
+from destseg.benchmarks.bench_report import accuracy_for
+from destseg.benchmarks.bench_results import BenchError, Config
+from destseg.benchmarks.machine import cpu_info, jetson_info
+from destseg.latency import STATISTICS, latency_statistics
 
 SIZE = 64
 
@@ -47,8 +48,8 @@ def int8_bundle(tmp_path_factory):
 
 
 def test_summary_is_trtexec_style_with_interpolated_percentiles():
-    stats = summarize(list(range(1, 101)))
-    assert list(stats) == list(STATS)
+    stats = latency_statistics(list(range(1, 101)))
+    assert list(stats) == list(STATISTICS)
     assert stats == pytest.approx({"min": 1, "mean": 50.5, "median": 50.5, "p90": 90.1, "p95": 95.05, "p99": 99.01, "max": 100})
 
 
@@ -145,7 +146,7 @@ def test_a_folder_that_is_not_a_bundle_is_refused(tmp_path, capsys):
 
 
 def test_the_bench_and_machine_record_do_not_import_torch():
-    code = ("import sys; from destseg.runtime.bench import main; from destseg.runtime.machine import machine_record; "
+    code = ("import sys; from destseg.benchmarks.bench import main; from destseg.benchmarks.machine import machine_record; "
             "machine_record(); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

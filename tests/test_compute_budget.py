@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.compute_budget import PARTS, WHOLE, budget, count_macs, main
+from destseg.benchmarks.compute_budget import PARTS, WHOLE, budget, count_macs, main
 
 
 def test_conv_and_linear_macs_match_the_hand_count():

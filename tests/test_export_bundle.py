@@ -18,7 +18,7 @@ import pytest
 
 from destseg.bundle import BundleError, load_bundle, sha256_file
 from destseg.export.cli import main
-from destseg.export.tensorrt import trt_available
+from destseg.tensorrt import trt_available
 from destseg.train.checkpoint import load_run
 from tests.test_export_parity import SIZE, frames, make_run, reference
 
@@ -167,3 +167,12 @@ def test_cli_rejects_unknown_options():
     with pytest.raises(SystemExit) as exc:
         main(["run", "--out", "b", "--calib-dir", "x"])
     assert exc.value.code == 2
+
+
+def test_int8_options_without_int8_are_named_before_anything_is_exported(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "run"), "--out", str(tmp_path / "b"), "--calib-count", "64", "--allow-degraded",
+              "--category", "widget", "--calib-method", "minmax"])  # minmax is the default: not "given"
+    assert exc.value.code == 2
+    assert "--calib-count, --category, --allow-degraded only apply with --int8" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -18,10 +18,12 @@ def test_wheel_maps_the_stage_folders_and_declares_the_console_scripts(tmp_path)
     (wheel,) = tmp_path.glob("destseg_edge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("destseg/bundle.py", "destseg/train/model.py", "destseg/export/__init__.py",
-                   "destseg/calibration/__init__.py", "destseg/runtime/__init__.py"):
+                   "destseg/calibration/__init__.py", "destseg/runtime/__init__.py", "destseg/inference.py",
+                   "destseg/tensorrt.py", "destseg/benchmarks/bench.py", "destseg/benchmarks/machine.py"):
         assert module in names, module
-    assert not any(n.startswith(("train/", "tests/")) for n in names)
+    assert not any(n.startswith(("train/", "tests/", "benchmarks/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "destseg-train = destseg.train.cli:main" in scripts
     assert "destseg-synth = destseg.train.synthetic_dataset:main" in scripts
+    assert "destseg-bench = destseg.benchmarks.bench:main" in scripts

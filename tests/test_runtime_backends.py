@@ -17,7 +17,8 @@ import pytest
 from destseg.bundle import BundleError, write_meta
 from destseg.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from destseg.runtime.backends import choose_backend, is_run, open_backend
-from destseg.runtime.backends.onnxruntime import choose_variant, physical_cores
+from destseg.cpu import physical_cores
+from destseg.runtime.backends.onnxruntime import choose_variant
 from destseg.runtime.errors import BackendError
 
 
@@ -103,6 +104,55 @@ def test_onnxruntime_backend_returns_maps_and_scores_of_the_bundle_model(bundle)
         backend.infer(np.zeros((1, 32, 32, 3), np.uint8))
 
 
+def write_nchw_bundle(folder: Path, size: int = 16, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0)) -> Path:
+    """A bundle exported for callers that normalise (float32 N x 3 x S x S in): map = the channel
+    mean of the normalised input, score = its mean; so the map shows the normalisation used."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["anomaly_map"], axes=[1], keepdims=1),
+         helper.make_node("ReduceMean", ["anomaly_map"], ["score"], axes=[1, 2, 3], keepdims=0)],
+        "channel-mean",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, size, size]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    write_meta(folder, {
+        "model": {"backbone": "channel-mean", "image_size": size, "category": None, "weights_sha256": "0" * 64, "config": {}},
+        "preprocessing": {"size": size, "layout": "NCHW", "dtype": "float32", "color": "RGB", "resize": "area",
+                          "mean": list(mean), "std": list(std), "normalisation": "by-caller"},
+        "thresholds": {},
+        "io": {"inputs": [{"name": "image", "shape": [1, 3, size, size], "dtype": "float32"}],
+               "outputs": [{"name": "anomaly_map", "shape": [1, 1, size, size], "dtype": "float32"},
+                           {"name": "score", "shape": [1], "dtype": "float32"}],
+               "dynamic_batch": False},
+        "models": {"fp32": {"file": "model.onnx", "precision": "fp32", "target": "any"}},
+    })
+    return folder
+
+
+def test_a_float_nchw_bundle_gets_frames_normalised_with_its_own_mean_and_std(tmp_path):
+    backend = open_backend("onnxruntime", write_nchw_bundle(tmp_path / "b"), "fp32")
+    assert (backend.variant, backend.layout, backend.thresholds) == ("fp32", "NCHW", {})
+    frame = np.zeros((1, 16, 16, 3), np.uint8)
+    frame[0, :, :, 0] = 255  # R = 1.0 -> (1 - 0.5) / 0.5 = 1; G = 0 -> -1; B = 0 -> 0
+    maps, scores = backend.infer(frame)
+    np.testing.assert_allclose(maps, 0.0, atol=1e-6)
+    frame[0, :, :, 1] = 255  # G = 1.0 -> (1 - 0.25) / 0.25 = 3
+    maps, _ = backend.infer(frame)
+    np.testing.assert_allclose(maps, (1.0 + 3.0 + 0.0) / 3, atol=1e-6)
+
+
+def test_the_variant_that_runs_is_an_attribute_not_a_string_to_parse(bundle):
+    backend = open_backend("onnxruntime", bundle, "auto")
+    assert backend.variant == "fp32" and backend.detail.startswith("fp32 ")
+
+
 def test_dynamic_batch_bundle_takes_several_frames(tmp_path):
     backend = open_backend("onnxruntime", write_brightness_bundle(tmp_path / "b", dynamic=True), "fp32", batch_size=3)
     maps, scores = backend.infer(np.full((3, 64, 64, 3), 51, np.uint8))
@@ -139,7 +189,7 @@ def test_variant_follows_precision_and_providers():
 
 
 def test_auto_picks_onnxruntime_here_and_says_why(bundle):
-    from destseg.export.tensorrt import why_no_tensorrt
+    from destseg.tensorrt import why_no_tensorrt
 
     if why_no_tensorrt() is None:
         pytest.skip("TensorRT and a GPU are present: auto picks tensorrt")
@@ -171,6 +221,22 @@ def test_torch_backend_runs_a_training_run(destseg_run):
     assert 0.0 <= maps.min() and maps.max() <= 1.0
     with pytest.raises(BackendError, match="fp32 or bf16, not int8"):
         open_backend("torch", destseg_run, "int8")
+
+
+def test_torch_backend_matches_the_bundle_exported_from_the_same_run(tmp_path):
+    """The torch backend normalises outside the graph and runs the model's own forward; the
+    bundle normalises inside: both must give the same maps and scores."""
+    from destseg.export.bundle_writer import export_bundle
+    from tests.conftest import untrained_run
+
+    run = untrained_run(tmp_path / "run")
+    export_bundle(run, tmp_path / "bundle")
+    frames = np.random.default_rng(2).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    torch_map, torch_score = open_backend("torch", run, "fp32").infer(frames)
+    ort_map, ort_score = open_backend("onnxruntime", tmp_path / "bundle", "fp32").infer(frames)
+    assert np.ptp(ort_map) > 1e-3  # not a comparison of constants
+    np.testing.assert_allclose(torch_map, ort_map, atol=1e-4)
+    np.testing.assert_allclose(torch_score, ort_score, atol=1e-4)
 
 
 def test_bf16_is_used_only_where_the_cpu_has_it():

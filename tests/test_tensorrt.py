@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from destseg.export import tensorrt as trt_builder
-from destseg.export.tensorrt import (
+from destseg import tensorrt as trt_builder
+from destseg.tensorrt import (
     DeviceInfo,
     TensorRTError,
     batch_profile,
@@ -246,13 +246,31 @@ def test_engine_for_bundle_without_int8_model_says_how_to_get_one(tmp_path):
         trt_builder.engine_for_bundle(_tiny_bundle(tmp_path / "bundle"), "int8", tmp_path / "cache", device=ORIN)
 
 
+def test_engine_for_bundle_gives_a_dynamic_bundle_without_a_profile_the_runtime_batch(tmp_path):
+    """An older bundle with a dynamic batch but no io.batch_profile: built for 1 to the batch the runtime
+    feeds, optimised for it (the runtime's behaviour, now the one lookup's)."""
+    bundle = _tiny_bundle(tmp_path / "bundle")
+    meta = json.loads((bundle / "destseg.json").read_text())
+    del meta["io"]["batch_profile"]
+    (bundle / "destseg.json").write_text(json.dumps(meta))
+    engine = _fake_cached_engine(tmp_path / "cache", bundle / "model.onnx", ORIN, "fp32", batch=(1, 2, 2))
+    assert trt_builder.engine_for_bundle(bundle, "fp32", tmp_path / "cache", batch_size=2, device=ORIN) == engine
+
+
+def test_engine_for_bundle_prefers_the_bundles_own_engine_to_the_cache(tmp_path):
+    bundle = _tiny_bundle(tmp_path / "bundle")
+    shipped = _fake_cached_engine(bundle / "engines", bundle / "model.onnx", ORIN, "fp32", batch=(1, 1, 4))
+    _fake_cached_engine(tmp_path / "cache", bundle / "model.onnx", ORIN, "fp32", batch=(1, 1, 4))
+    assert trt_builder.engine_for_bundle(bundle, "fp32", tmp_path / "cache", device=ORIN) == shipped
+
+
 def test_missing_onnx_is_a_clear_error(tmp_path):
     with pytest.raises(TensorRTError, match="destseg-export"):
         build_engine(tmp_path / "nope.onnx", "fp32", tmp_path, device=ORIN)
 
 
 def test_builder_module_imports_neither_torch_nor_tensorrt():
-    code = ("import sys, destseg.export.tensorrt; "
+    code = ("import sys, destseg.tensorrt; "
             "assert 'torch' not in sys.modules, 'torch'; assert 'tensorrt' not in sys.modules, 'tensorrt'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

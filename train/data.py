@@ -16,13 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from destseg.images import read_rgb, resize_square
+from destseg.preprocess import normalize
 from destseg.train.anomaly import AnomalySynthesizer
 
 
 def to_tensor(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """S x S x 3 float in [0, 1] to a normalised 3 x S x S tensor."""
-    x = (img.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    """S x S x 3 float in [0, 1] to a normalised 3 x S x S tensor (:func:`destseg.preprocess.normalize`)."""
+    return torch.from_numpy(normalize(img, mean, std))
 
 
 class SyntheticAnomalyStream(Dataset):

@@ -27,9 +27,9 @@ from destseg.datasets import TestSample, load_test_set, test_samples
 from destseg.images import write_image
 from destseg.metrics import MetricWarning
 from destseg.overlay import heatmap_panel
+from destseg.preprocess import normalize
 from destseg.thresholds import ThresholdError, choose_thresholds
 from destseg.train.checkpoint import load_run, read_config, update_config
-from destseg.train.data import to_tensor
 from destseg.train.plots import roc_plot, score_histogram
 from destseg.train.trainer import resolve_device
 
@@ -56,7 +56,7 @@ def predict(
     with torch.inference_mode():
         for start in range(0, len(images), BATCH_SIZE):
             batch = images[start:start + BATCH_SIZE]
-            x = torch.stack([to_tensor(img.astype(np.float32) / 255.0, mean, std) for img in batch]).to(device)
+            x = torch.from_numpy(normalize(batch, mean, std)).to(device)
             pred = model.predict(x)
             dest = pred["dest_map"].float()
             out["maps"].append(pred["anomaly_map"].float()[:, 0].cpu().numpy())

@@ -11,7 +11,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -21,7 +21,7 @@ import destseg
 from destseg.cpu import native_bf16
 from destseg.datasets import good_images, has_test_split
 from destseg.train.backbones import load_teacher_weights
-from destseg.train.checkpoint import load_run, load_trainer_state, save_checkpoint
+from destseg.train.checkpoint import MODEL_FILE, STATE_FILE, load_run, load_trainer_state, save_checkpoint
 from destseg.train.data import SampleRange, SyntheticAnomalyStream
 from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
 from destseg.train.model import SEG_WIDTH, TOP_K, DeSTSeg
@@ -162,6 +162,93 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+@dataclass
+class _Start:
+    """Where a run starts: a fresh model, or the last checkpoint of the run being resumed."""
+
+    model: DeSTSeg
+    config: Dict[str, Any]
+    progress: Dict[str, Any]  # {"phase", "step"} the weights hold
+    optimizer_state: Optional[Dict[str, Any]] = None  # the resumed phase's optimiser, when it matches the weights
+
+
+def _fresh_start(opts: TrainOptions, paths: List[Path]) -> _Start:
+    model = DeSTSeg(opts.backbone, opts.seg_width, opts.top_k)
+    config = {
+        **model.architecture(),
+        "teacher": load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights),
+        "image_size": opts.image_size,
+        "category": opts.category,
+        "data": str(Path(opts.data).resolve()),
+        "train_images": len(paths),
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("resume", "out")},
+        "destseg_edge_version": destseg.__version__,
+    }
+    return _Start(model, config, {"phase": "student", "step": 0})
+
+
+def _resume(run_dir: Path) -> _Start:
+    """The run's last checkpoint; its optimiser state only when it is from the same step as the weights."""
+    model, config = load_run(run_dir)
+    progress = config["progress"]
+    state = load_trainer_state(run_dir)
+    if state is not None and state.get("progress") != progress:
+        log.warning("optimiser state is from %s, weights from %s: restarting momentum", state.get("progress"), progress)
+        state = None
+    log.info("resuming %s at %s", run_dir, progress)
+    return _Start(model, config, progress, state)
+
+
+class _Checkpoints:
+    """Saves the run as it trains (weights, config, the phase's optimiser) with the progress they hold."""
+
+    def __init__(self, run_dir: Path, start: _Start) -> None:
+        self.run_dir, self.start = run_dir, start
+
+    def save(self, phase: str, step: int, optimizer: torch.optim.Optimizer) -> None:
+        s = self.start
+        s.progress.update(phase=phase, step=step)
+        save_checkpoint(self.run_dir, s.model, s.config, dict(s.progress), {"optimizer": optimizer.state_dict()})
+
+    def finish(self, last_step: int) -> None:
+        """The final weights, marked done; the optimiser state is no longer needed."""
+        s = self.start
+        s.progress.update(phase="done", step=last_step)
+        save_checkpoint(self.run_dir, s.model, s.config, dict(s.progress))
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _run_schedule(start: _Start, stream: SyntheticAnomalyStream, opts: TrainOptions, device: torch.device,
+                  checkpoints: _Checkpoints) -> None:
+    """Step 1 then step 2, each from where ``start`` left it (a phase already done is skipped)."""
+    schedule = [("student", opts.steps_student, student_step_loss, 0),
+                ("segmentation", opts.steps_seg, segmentation_step_loss, opts.steps_student * opts.batch_size)]
+    progress, state = start.progress, start.optimizer_state
+    for phase, steps, loss_fn, offset in schedule:
+        done = PHASES.index(progress["phase"]) > PHASES.index(phase) or progress["phase"] == "done"
+        if done:
+            continue
+        first = progress["step"] if progress["phase"] == phase else 0
+        optimizer = make_optimizer(start.model, phase, opts)
+        if state is not None and progress["phase"] == phase:
+            optimizer.load_state_dict(state["optimizer"])
+        _run_phase(start.model, phase, first, steps, offset, loss_fn, optimizer, stream, opts, device, checkpoints.save)
+        progress.update(phase=phase, step=steps)
+        state = None
+
+
+def _evaluate(run_dir: Path, opts: TrainOptions, device: torch.device) -> None:
+    """Evaluate on the test split when there is one (and --no-eval was not given)."""
+    if not (opts.evaluate and has_test_split(opts.data, opts.category)):
+        return
+    from destseg.train.evaluate import evaluate_run, format_table
+
+    report = evaluate_run(run_dir, opts.data, opts.category, device=str(device))
+    table = format_table([(opts.category, report["destseg"])], "DeSTSeg map (percent)")
+    log.info("evaluation:\n%s", table)
+    print(table)
+
+
 def train(opts: TrainOptions) -> Path:
     """Train a run folder from scratch or, with ``resume``, from its last checkpoint."""
     if opts.batch_size < 2:
@@ -175,61 +262,17 @@ def train(opts: TrainOptions) -> Path:
     torch.manual_seed(opts.seed)
     handler = _setup_logging(run_dir)
     try:
-        progress = {"phase": "student", "step": 0}
-        state = None
-        if opts.resume and (run_dir / "model.safetensors").is_file():
-            model, config = load_run(run_dir)
-            progress = config["progress"]
-            state = load_trainer_state(run_dir)
-            if state is not None and state.get("progress") != progress:
-                log.warning("optimiser state is from %s, weights from %s: restarting momentum", state.get("progress"), progress)
-                state = None
-            log.info("resuming %s at %s", run_dir, progress)
-        else:
-            model = DeSTSeg(opts.backbone, opts.seg_width, opts.top_k)
-            config = {
-                **model.architecture(),
-                "teacher": load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights),
-                "image_size": opts.image_size,
-                "category": opts.category,
-                "data": str(Path(opts.data).resolve()),
-                "train_images": len(paths),
-                "options": {k: v for k, v in asdict(opts).items() if k not in ("resume", "out")},
-                "destseg_edge_version": destseg.__version__,
-            }
-        model = model.to(device).to(memory_format=torch.channels_last)
+        start = _resume(run_dir) if opts.resume and (run_dir / MODEL_FILE).is_file() else _fresh_start(opts, paths)
+        start.model = start.model.to(device).to(memory_format=torch.channels_last)
+        config = start.config
         stream = SyntheticAnomalyStream(
             paths, config["image_size"], config["mean"], config["std"], opts.seed, opts.category, opts.dtd
         )
-
-        def save(phase: str, step: int, optimizer: torch.optim.Optimizer) -> None:
-            progress.update(phase=phase, step=step)
-            save_checkpoint(run_dir, model, config, dict(progress), {"optimizer": optimizer.state_dict()})
-
-        schedule = [("student", opts.steps_student, student_step_loss, 0),
-                    ("segmentation", opts.steps_seg, segmentation_step_loss, opts.steps_student * opts.batch_size)]
-        for phase, steps, loss_fn, offset in schedule:
-            done = PHASES.index(progress["phase"]) > PHASES.index(phase) or progress["phase"] == "done"
-            if done:
-                continue
-            first = progress["step"] if progress["phase"] == phase else 0
-            optimizer = make_optimizer(model, phase, opts)
-            if state is not None and progress["phase"] == phase:
-                optimizer.load_state_dict(state["optimizer"])
-            _run_phase(model, phase, first, steps, offset, loss_fn, optimizer, stream, opts, device, save)
-            progress.update(phase=phase, step=steps)
-            state = None
-        progress.update(phase="done", step=opts.steps_seg)
-        save_checkpoint(run_dir, model, config, dict(progress))
-        (run_dir / "trainer_state.pt").unlink(missing_ok=True)
+        checkpoints = _Checkpoints(run_dir, start)
+        _run_schedule(start, stream, opts, device, checkpoints)
+        checkpoints.finish(opts.steps_seg)
         log.info("training finished: %s", run_dir)
-        if opts.evaluate and has_test_split(opts.data, opts.category):
-            from destseg.train.evaluate import evaluate_run, format_table
-
-            report = evaluate_run(run_dir, opts.data, opts.category, device=str(device))
-            table = format_table([(opts.category, report["destseg"])], "DeSTSeg map (percent)")
-            log.info("evaluation:\n%s", table)
-            print(table)
+        _evaluate(run_dir, opts, device)
         return run_dir
     finally:
         log.removeHandler(handler)

@@ -3,8 +3,9 @@
 ``open_backend(name, path, precision)`` opens a bundle (tensorrt, onnxruntime) or a training
 run (torch); ``choose_backend`` is ``--backend auto``: the fastest one this machine can run,
 with the reason, so a Jetson that silently fell back to the CPU is visible in the first line
-of the log. The modules are imported only when chosen: onnxruntime and the TensorRT stack
-are heavy, and torch must never be imported by the runtime unless asked for.
+of the log. The bundle backends are :class:`destseg.inference.BundleModel` subclasses (bundle,
+variant, input preparation). The modules are imported only when chosen: onnxruntime and the
+TensorRT stack are heavy, and torch must never be imported by the runtime unless asked for.
 """
 from __future__ import annotations
 
@@ -14,17 +15,20 @@ from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from destseg.bundle import BUNDLE_FILE, Bundle
+from destseg.bundle import BUNDLE_FILE
+from destseg.inference import PRECISIONS as MODEL_PRECISIONS, BundleModel
 from destseg.runtime.errors import BackendError
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("auto", "int8", "fp16", "fp32")
+NAMES = ("tensorrt", "onnxruntime", "torch")  # the backends, in the order --backend auto prefers them
+BACKENDS = ("auto", *NAMES)  # --backend
+PRECISIONS = ("auto", *MODEL_PRECISIONS)  # --precision
 RUN_CONFIG = "config.json"  # what makes a folder a training run (destseg.train.checkpoint.CONFIG_FILE)
 
 
 class Backend(Protocol):
     name: str  # "onnxruntime" | "tensorrt" | "torch"
     precision: str  # "fp32" | "fp16" | "int8" | "bf16"
+    variant: Optional[str]  # the bundle model that runs ("int8_cpu", ...); None for a training run
     batch_size: int
     image_size: int  # S: the pipeline scales frames to S x S
     thresholds: Dict[str, Any]  # {"image", "pixel", "method"} or {} when never evaluated
@@ -52,7 +56,7 @@ def _have(module: str) -> bool:
 
 def why_no_tensorrt_backend() -> Optional[str]:
     """None when the tensorrt backend can run here, else why not."""
-    from destseg.export.tensorrt import why_no_tensorrt
+    from destseg.tensorrt import why_no_tensorrt
 
     reason = why_no_tensorrt()
     if reason is None and not _have("pycuda"):
@@ -70,7 +74,7 @@ def choose_backend(path: str | Path, requested: str = "auto") -> Tuple[str, str]
         return "torch", f"{path} is a training run, not a bundle (export one with destseg-export for TensorRT/ONNX Runtime)"
     no_trt = why_no_tensorrt_backend()
     if no_trt is None:
-        from destseg.export.tensorrt import device_info
+        from destseg.tensorrt import device_info
 
         info = device_info()
         return "tensorrt", f"TensorRT {info.tensorrt_version} and a GPU ({info.gpu_name}) are present"
@@ -112,48 +116,22 @@ def open_backend(
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def input_layout(bundle: Bundle) -> str:
-    """"NHWC" (uint8 frames, normalised in the graph) or "NCHW" (float, normalised by the caller)."""
-    pre = bundle.meta["preprocessing"]
-    layout, dtype = pre.get("layout", "NHWC"), pre.get("dtype", "uint8")
-    if (layout, dtype) not in (("NHWC", "uint8"), ("NCHW", "float32")):
-        raise BackendError(f"bundle {bundle.path} has a {dtype} {layout} input; the runtime reads uint8 NHWC or float32 NCHW")
-    return layout
-
-
-def attach_bundle(backend: Any, bundle_path: Any, batch_size: int) -> Bundle:
-    """Load and validate a bundle and set what every bundle-backed backend exposes.
-
-    Also sets ``backend.to_input``: the frames as the model wants them, uint8 NHWC as they
-    come, or normalised float NCHW with the run's own mean/std.
-    """
-    from destseg.bundle import load_bundle
-    from destseg.preprocess import normalize
-
-    bundle = load_bundle(bundle_path)
-    backend.image_size, backend.thresholds, backend.batch_size = bundle.image_size, bundle.thresholds, batch_size
-    layout = backend._layout = input_layout(bundle)
-    pre = bundle.meta["preprocessing"]
-    backend.to_input = (lambda batch: batch) if layout == "NHWC" else (lambda batch: normalize(batch, pre["mean"], pre["std"]))
-    return bundle
-
-
-def check_model_input(bundle: Bundle, shape: Sequence[Any], layout: str, batch_size: int, model_name: str) -> None:
+def check_model_input(model: BundleModel, shape: Sequence[Any], model_name: str) -> None:
     """Refuse a model whose input does not match the bundle's size (the pipeline scales to it) or batch."""
     dims = list(shape)
     if len(dims) != 4:
         raise BackendError(f"{model_name} has a {len(dims)}-D input {dims}; expected a batch of images")
-    spatial = dims[1:3] if layout == "NHWC" else dims[2:4]
-    if spatial != [bundle.image_size, bundle.image_size]:
+    spatial = dims[1:3] if model.layout == "NHWC" else dims[2:4]
+    if spatial != [model.image_size, model.image_size]:
         raise BackendError(
-            f"{model_name} takes {spatial[0]} x {spatial[1]} images but {BUNDLE_FILE} says {bundle.image_size}: "
+            f"{model_name} takes {spatial[0]} x {spatial[1]} images but {BUNDLE_FILE} says {model.image_size}: "
             f"the bundle was edited or mixed up; re-export it with destseg-export"
         )
     batch = dims[0]
-    if isinstance(batch, int) and batch > 0 and batch != batch_size:
+    if isinstance(batch, int) and batch > 0 and batch != model.batch_size:
         raise BackendError(
-            f"{model_name} has a static batch of {batch}, the runtime feeds {batch_size}; "
-            f"re-export with --batch {batch_size} or --dynamic-batch"
+            f"{model_name} has a static batch of {batch}, the runtime feeds {model.batch_size}; "
+            f"re-export with --batch {model.batch_size} or --dynamic-batch"
         )
 
 

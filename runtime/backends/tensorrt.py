@@ -1,44 +1,24 @@
 """TensorRT 10 with pycuda: the bundle's engine on the GPU, timed with CUDA events.
 
-The engine comes from the bundle (when it was built for this GPU and TensorRT) or is built
-at first start by :func:`destseg.export.tensorrt.build_engine` and cached under
-``~/.cache/destseg/engines`` by device key, so a Jetson pays the build once. Inputs and
-outputs live in page-locked host buffers allocated once; every frame is one async
-host-to-device copy, ``execute_async_v3`` and async device-to-host copies on one stream,
-with CUDA events between them for the profile's h2d / infer / d2h.
+The engine comes from :func:`destseg.tensorrt.engine_for_bundle`: the one in the bundle when
+it was built for this GPU and TensorRT, else one built at first start (the same builder as
+``destseg-export --engine``) and cached under ``~/.cache/destseg/engines`` by device key, so
+a Jetson pays the build once. Inputs and outputs live in page-locked host buffers allocated
+once; every frame is one async host-to-device copy, ``execute_async_v3`` and async
+device-to-host copies on one stream, with CUDA events between them for the profile's
+h2d / infer / d2h.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from destseg.bundle import Bundle
-from destseg.runtime.backends import attach_bundle, check_batch, check_model_input
+from destseg.inference import BundleModel, choose_variant
+from destseg.runtime.backends import check_batch, check_model_input
 from destseg.runtime.errors import BackendError
-
-# The bundle variant each precision is built from; "auto" is the fastest the bundle holds.
-VARIANT_FOR = {"int8": "int8_trt", "fp16": "fp16", "fp32": "fp32"}
-
-
-def choose_variant(precision: str, variants: list) -> Tuple[str, str]:
-    """(bundle variant, TensorRT build precision); fp16 builds from the fp32 graph when no fp16 variant exists."""
-    if precision == "auto":
-        precision = "int8" if "int8_trt" in variants else "fp16"
-    variant = VARIANT_FOR[precision]
-    if precision == "fp16" and variant not in variants:
-        variant = "fp32"
-    return variant, precision
-
-
-def bundled_engine(bundle: Bundle, key: str) -> Optional[Path]:
-    """An engine shipped inside the bundle for exactly this key (same GPU, TensorRT, ONNX, precision)."""
-    for entry in bundle.meta.get("engines", {}).get("built", []):
-        if Path(entry["file"]).stem == key:
-            return bundle.path / entry["file"]
-    return None
 
 
 def _imports() -> Tuple[Any, Any]:
@@ -53,37 +33,32 @@ def _imports() -> Tuple[Any, Any]:
     return trt, cuda
 
 
-class TensorRTBackend:
+class TensorRTBackend(BundleModel):
     """One deserialised engine, one execution context, one CUDA stream, buffers allocated once."""
 
     name = "tensorrt"
 
     def __init__(self, bundle_path: str | os.PathLike, precision: str = "auto", batch_size: int = 1, device: int = 0) -> None:
-        from destseg.export import tensorrt as builder
+        from destseg.tensorrt import device_info, engine_for_bundle
 
         trt, cuda = _imports()
-        bundle = attach_bundle(self, bundle_path, batch_size)
-        variant, self.precision = choose_variant(precision, bundle.variants)
-        onnx_path = bundle.model_path(variant)
-        info = builder.device_info(device)
-        profile = tuple(bundle.meta["io"].get("batch_profile", [1, batch_size, max(batch_size, 1)])) if bundle.dynamic_batch else None
-        key = builder.engine_key(bundle.meta["files"][bundle.meta["models"][variant]["file"]], self.precision, info, profile)
-        engine_file = bundled_engine(bundle, key)
-        if engine_file is None:
-            batch = dict(zip(("min_batch", "opt_batch", "max_batch"), profile)) if profile else {}
-            engine_file = builder.build_engine(onnx_path, self.precision, device=info, **batch)
+        super().__init__(bundle_path, batch_size)
+        self.variant, self.precision = choose_variant(precision, self.bundle.variants, "tensorrt")
+        self.bundle.model_path(self.variant)  # a missing variant says how to export it, before any GPU work
+        info = device_info(device)
+        engine_file = engine_for_bundle(self.bundle, self.precision, batch_size=batch_size, device=info)
 
         cuda.init()
         self._cuda = cuda
         self._context_cuda = cuda.Device(device).make_context()
         try:
-            self._setup(trt, bundle, engine_file)
+            self._setup(trt, engine_file)
         except Exception:
             self.close()
             raise
-        self.detail = f"{variant} engine {engine_file.name} on {info.gpu_name} (TensorRT {info.tensorrt_version})"
+        self.detail = f"{self.variant} engine {engine_file.name} on {info.gpu_name} (TensorRT {info.tensorrt_version})"
 
-    def _setup(self, trt: Any, bundle: Bundle, engine_file: Path) -> None:
+    def _setup(self, trt: Any, engine_file: Path) -> None:
         cuda = self._cuda
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)  # must outlive the engine
@@ -100,7 +75,7 @@ class TensorRTBackend:
             if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self._input = name
                 shape = list(self._engine.get_tensor_shape(name))
-                check_model_input(bundle, shape if shape[0] != -1 else ["batch", *shape[1:]], self._layout, self.batch_size, engine_file.name)
+                check_model_input(self, shape if shape[0] != -1 else ["batch", *shape[1:]], engine_file.name)
                 if shape[0] == -1:
                     self._context.set_input_shape(name, (self.batch_size, *shape[1:]))
         for i in range(self._engine.num_io_tensors):
@@ -110,7 +85,7 @@ class TensorRTBackend:
             self._host[name] = host
             self._device[name] = cuda.mem_alloc(host.nbytes)
             self._context.set_tensor_address(name, int(self._device[name]))
-        self._map, self._score = bundle.output_names
+        self._map, self._score = self.bundle.output_names
         self._events = [cuda.Event() for _ in range(4)]
         self._timings = {"h2d": 0.0, "infer": 0.0, "d2h": 0.0}
 

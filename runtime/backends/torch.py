@@ -1,10 +1,12 @@
 """PyTorch, straight from a training run: for debugging, and for CPUs without a better path.
 
-It runs the same fused module that destseg-export writes to ONNX (uint8 NHWC in, the
-normalisation inside), so its maps match the bundle's. On CPUs with native bfloat16
-(AVX512-BF16 or AMX) it runs under bfloat16 autocast, measured 4.5 x faster than FP32 on
-such a CPU (the project's measurement); elsewhere bf16 is emulated and slower, so FP32 is used. Imported only when
-chosen: ``destseg.runtime`` itself never imports torch.
+It runs the model's own forward (the inference tail the export traces) on frames normalised
+by :func:`destseg.preprocess.normalize` with the run's mean/std, the numpy twin of the
+exported graph's first ops, so its maps match the bundle's. On CPUs with native bfloat16
+(AVX512-BF16 or AMX, from :func:`destseg.cpu.native_bf16`) it runs under bfloat16 autocast,
+measured 4.5 x faster than FP32 on such a CPU (the project's measurement); elsewhere bf16 is
+emulated and slower, so FP32 is used. Imported only when chosen: ``destseg.runtime`` itself
+never imports torch.
 """
 from __future__ import annotations
 
@@ -15,13 +17,10 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from destseg.runtime.backends import check_batch
 from destseg.cpu import native_bf16
+from destseg.preprocess import normalize
+from destseg.runtime.backends import check_batch
 from destseg.runtime.errors import BackendError
-
-def cpu_has_bf16() -> bool:
-    """Native bfloat16 matrix maths on this CPU (AMX tiles or AVX512-BF16)."""
-    return bool(torch.cpu._is_amx_tile_supported()) or native_bf16()
 
 
 def resolve_precision(requested: str, native_bf16: bool) -> str:
@@ -34,20 +33,20 @@ def resolve_precision(requested: str, native_bf16: bool) -> str:
 
 
 class TorchBackend:
-    """A training run's model on the CPU, through destseg.export's fused module."""
+    """A training run's model on the CPU."""
 
     name = "torch"
+    variant = None  # a training run, not a bundle variant
 
     def __init__(self, run_dir: str | os.PathLike, precision: str = "auto", batch_size: int = 1, threads: Optional[int] = None) -> None:
-        from destseg.export.fused import fused_from_run
         from destseg.train.checkpoint import load_run
 
-        native = cpu_has_bf16()
+        native = native_bf16()
         self.precision = resolve_precision(precision, native)
         if threads:
             torch.set_num_threads(threads)
-        model, config = load_run(run_dir, device="cpu")
-        self._module = fused_from_run(model, config).eval()
+        self._model, config = load_run(run_dir, device="cpu")
+        self._mean, self._std = config.get("mean", self._model.spec.mean), config.get("std", self._model.spec.std)
         self.image_size = int(config["image_size"])
         self.thresholds = config.get("thresholds") or {}
         self.batch_size = batch_size
@@ -58,8 +57,9 @@ class TorchBackend:
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         check_batch(batch, self.image_size)
         start = time.perf_counter()
+        x = torch.from_numpy(normalize(batch, self._mean, self._std))
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            anomaly_map, score = self._module(torch.from_numpy(batch))
+            anomaly_map, score = self._model(x)
         self._timings = {"h2d": 0.0, "infer": (time.perf_counter() - start) * 1e3, "d2h": 0.0}
         return anomaly_map.float()[:, 0].numpy(), score.float().numpy()
 
@@ -67,4 +67,4 @@ class TorchBackend:
         return dict(self._timings)
 
     def close(self) -> None:
-        self._module = None
+        self._model = None

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from destseg.cpu import parse_cpuinfo, this_cpu, usable_cpus
+
 LIBRARIES = ("tensorrt", "onnxruntime", "torch", "numpy", "pycuda")
 
 
@@ -40,30 +42,15 @@ def _command(args: List[str], timeout: float = 10.0) -> Optional[str]:
 
 
 def cpu_info(cpuinfo: Optional[str] = None) -> Dict[str, Any]:
-    """Model, instruction-set flags and core counts from /proc/cpuinfo (x86 and Arm spellings)."""
-    text = cpuinfo if cpuinfo is not None else (_read("/proc/cpuinfo") or "")
-    fields: Dict[str, str] = {}
-    cores = set()
-    physical = None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = key.strip(), value.strip()
-        fields.setdefault(key, value)
-        if key == "physical id":
-            physical = value
-        elif key == "core id":
-            cores.add((physical, value))
-    model = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or platform.processor() or None
-    flags = (fields.get("flags") or fields.get("Features") or "").split()
+    """Model, instruction-set flags and core counts (:func:`destseg.cpu.parse_cpuinfo`; x86 and Arm spellings)."""
+    info = parse_cpuinfo(cpuinfo) if cpuinfo is not None else this_cpu()
     return {
-        "model": model,
+        "model": info.model or platform.processor() or None,
         "architecture": platform.machine(),
         "logical_cores": os.cpu_count(),
-        "physical_cores": len(cores) or os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "flags": sorted(flags),
+        "physical_cores": info.physical_cores or os.cpu_count(),
+        "usable_cores": usable_cpus(),
+        "flags": sorted(info.flags),
     }
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from destseg.atomic import atomic_path, write_json, write_text
-from destseg.runtime.bench_results import STATS, BenchError, Result
+from destseg.benchmarks.bench_results import BenchError, Result
+from destseg.latency import STATISTICS
 
 REPORT_FILE = "quantization_report.json"
 
@@ -60,10 +61,10 @@ def table(results: Sequence[Result], skipped: Sequence[Dict[str, str]]) -> str:
     """A Markdown table (readable on a terminal) of every configuration, the stage split
     where the backend reports one, and the skipped configurations with their reasons."""
     has_baseline = any(r.baseline_ratio for r in results)
-    head = ["config", *[f"{s} ms" for s in STATS], "img/s"] + (["x baseline"] if has_baseline else []) + ["INT8 accuracy"]
+    head = ["config", *[f"{s} ms" for s in STATISTICS], "img/s"] + (["x baseline"] if has_baseline else []) + ["INT8 accuracy"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
     for r in results:
-        cells = [r.config.label, *[f"{r.latency_ms[s]:.2f}" for s in STATS], f"{r.throughput:.1f}"]
+        cells = [r.config.label, *[f"{r.latency_ms[s]:.2f}" for s in STATISTICS], f"{r.throughput:.1f}"]
         if has_baseline:
             cells.append(f"{r.baseline_ratio['throughput_ratio']:.2f}" if r.baseline_ratio else "")
         cells.append(_accuracy_note(r.accuracy))
@@ -96,12 +97,12 @@ def csv_text(results: Sequence[Result]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["config", "backend", "precision", "batch", "variant", "runs",
-                     *[f"{s}_ms" for s in STATS], "throughput_images_per_s",
+                     *[f"{s}_ms" for s in STATISTICS], "throughput_images_per_s",
                      *[f"{k}_median_ms" for k in stage_keys], "speedup_median_latency", "throughput_ratio"])
     for r in results:
         ratio = r.baseline_ratio or {}
         writer.writerow([r.config.label, r.config.backend, r.config.precision, r.config.batch, r.variant or "",
-                         len(r.samples_ms), *[f"{r.latency_ms[s]:.4f}" for s in STATS], f"{r.throughput:.3f}",
+                         len(r.samples_ms), *[f"{r.latency_ms[s]:.4f}" for s in STATISTICS], f"{r.throughput:.3f}",
                          *[f"{r.stage_stats_ms[k]['median']:.4f}" if k in r.stage_stats_ms else "" for k in stage_keys],
                          f"{ratio['speedup_median_latency']:.4f}" if ratio else "",
                          f"{ratio['throughput_ratio']:.4f}" if ratio else ""])

@@ -1,10 +1,11 @@
-"""TensorRT engines from the bundle's ONNX: one builder, used by destseg-export and the runtime.
+"""TensorRT engines from a bundle's ONNX: one builder, for destseg-export --engine and the runtime.
 
 An engine (and its timing cache) is only valid for the GPU and TensorRT version that built
 it, so engines are files in a cache keyed by GPU name, compute capability, TensorRT
 version, precision, ONNX hash and batch profile, each with a sidecar JSON saying what it
 is. The workstation exports ONNX; the Jetson builds its own engine at first start with
-this same code and reuses it afterwards.
+this same code (:func:`engine_for_bundle`) and reuses it afterwards, which is why it lives
+in ``destseg`` beside the bundle format rather than in either stage.
 
 Everything that differs between TensorRT 8.5 (JetPack 5), 10.x (JetPack 6/7) and 11.x
 lives in :func:`build_recipe`, a pure function of the version string, so it is tested on
@@ -25,14 +26,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import destseg
 from destseg.atomic import atomic_path, write_json
-from destseg.bundle import sha256_file
+from destseg.bundle import Bundle, load_bundle, sha256_file
+from destseg.inference import PRECISIONS, variant_for
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_GB = 1.0
 MIN_VERSION = (8, 5)  # JetPack 5.1
 ENGINE_SUFFIX = ".engine"
+ENGINES_DIR = "engines"  # where a bundle keeps the engines destseg-export built into it
 SIDECAR_SUFFIX = ".json"
 
 
@@ -66,6 +68,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "destseg" / "engines"
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
 def parse_version(text: str) -> Tuple[int, int]:
     match = re.match(r"^\s*(\d+)\.(\d+)", str(text))
     if not match:
@@ -84,8 +91,7 @@ def build_recipe(tensorrt_version: str, precision: str, calibrator: bool = False
     - 8.5 builds a Q/DQ graph with the INT8 flag, and is the last that needs the implicit
       calibrator's cache for the INT8 path of older JetPacks.
     """
-    if precision not in PRECISIONS:
-        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     major, minor = parse_version(tensorrt_version)
     if (major, minor) < MIN_VERSION:
         raise TensorRTError(
@@ -136,8 +142,7 @@ def engine_key(
 
     ``batch`` is the (min, opt, max) profile of a dynamic-batch graph; a static graph has none.
     """
-    if precision not in PRECISIONS:
-        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if not re.fullmatch(r"[0-9a-f]{64}", onnx_sha256):
         raise TensorRTError(f"{onnx_sha256!r} is not a sha256 hex digest of the ONNX file")
     key = f"{device_prefix(device)}-{precision}-{onnx_sha256[:16]}"
@@ -290,6 +295,26 @@ def _onnx_node_names(onnx_path: Path) -> Optional[List[str]]:
     return [n.name or n.op_type for n in model.graph.node]
 
 
+def write_sidecar(engine: Path, key: str, onnx_path: str | os.PathLike, onnx_sha256: str, precision: str,
+                  device: DeviceInfo, profile: Optional[Tuple[int, int, int]], build_seconds: float, **how: Any) -> None:
+    """The JSON beside an engine: its key and hashes (what :func:`cached_engine` checks), what it was
+    built for and from, and ``how`` (the builder's flags, or torch-tensorrt's version)."""
+    write_json(sidecar_path(engine), {
+        "key": key,
+        "engine": engine.name,
+        "engine_sha256": sha256_file(engine),
+        "onnx": Path(onnx_path).name,
+        "onnx_sha256": onnx_sha256,
+        "precision": precision,
+        "device": asdict(device),
+        "batch_profile": list(profile) if profile else None,
+        **how,
+        "build_seconds": round(build_seconds, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "destseg_edge_version": destseg.__version__,
+    })
+
+
 def read_sidecar(engine: str | os.PathLike) -> Optional[Dict[str, Any]]:
     path = sidecar_path(engine)
     if not path.is_file():
@@ -381,24 +406,10 @@ def build_engine(
         tmp.write_bytes(memoryview(plan))
     with atomic_path(timing_file) as tmp:
         tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
-    write_json(sidecar_path(engine), {
-        "key": key,
-        "engine": engine.name,
-        "engine_sha256": sha256_file(engine),
-        "onnx": onnx_path.name,
-        "onnx_sha256": onnx_sha,
-        "precision": precision,
-        "device": asdict(device),
-        "batch_profile": list(profile) if profile else None,
-        "workspace_gb": workspace_gb,
-        "network_flags": list(recipe.network_flags),
-        "builder_flags": list(recipe.builder_flags),
-        "implicit_int8_calibrator": recipe.uses_calibrator,
-        "timing_cache": timing_file.name,
-        "build_seconds": round(seconds, 1),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "destseg_edge_version": destseg.__version__,
-    })
+    write_sidecar(engine, key, onnx_path, onnx_sha, precision, device, profile, seconds,
+                  workspace_gb=workspace_gb, network_flags=list(recipe.network_flags),
+                  builder_flags=list(recipe.builder_flags), implicit_int8_calibrator=recipe.uses_calibrator,
+                  timing_cache=timing_file.name)
     log.info("TensorRT engine %s built in %.0f s", engine, seconds)
     return engine
 
@@ -426,39 +437,44 @@ def _add_profile(builder, network, config, profile: Optional[Tuple[int, int, int
     config.add_optimization_profile(opt_profile)
 
 
-# Which bundle variant each engine precision is built from.
-BUNDLE_VARIANTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_trt"}
+def bundle_batch_profile(bundle: Bundle, batch_size: int = 1) -> Optional[Tuple[int, int, int]]:
+    """The (min, opt, max) batch profile of a dynamic-batch bundle, None for a static one.
+
+    destseg.json's ``io.batch_profile``; a bundle without one is built for 1 to ``batch_size``,
+    optimised for ``batch_size`` (the batch the runtime feeds).
+    """
+    if not bundle.dynamic_batch:
+        return None
+    profile = bundle.meta["io"].get("batch_profile") or [1, batch_size, batch_size]
+    return batch_profile(*profile)
 
 
 def engine_for_bundle(
-    bundle: Any,
+    bundle: Bundle | str | os.PathLike,
     precision: str = "fp32",
     out_dir: str | os.PathLike | None = None,
+    batch_size: int = 1,
+    device: Optional[DeviceInfo] = None,
     **build_options: Any,
 ) -> Path:
-    """The engine for a bundle (a path or a loaded :class:`destseg.bundle.Bundle`).
+    """The engine of a bundle (a path or a loaded :class:`destseg.bundle.Bundle`) at ``precision``.
 
-    Picks the variant's ONNX and the batch profile from destseg.json, reuses an engine that
-    destseg-export built into BUNDLE/engines when it matches this GPU, else builds (or
-    finds) one in ``out_dir`` (default: :func:`default_cache_dir`).
+    Picks the variant's ONNX (:func:`destseg.inference.variant_for`, FP16 from the FP32 graph
+    when the bundle has no FP16 variant) and the batch profile (:func:`bundle_batch_profile`),
+    reuses an engine that destseg-export built into BUNDLE/engines when its sidecar matches this
+    GPU, TensorRT, ONNX and profile, else builds (or finds) one in ``out_dir`` (default:
+    :func:`default_cache_dir`). ``build_options`` go to :func:`build_engine`.
     """
-    from destseg.bundle import Bundle, load_bundle
-
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    if precision not in BUNDLE_VARIANTS:
-        raise TensorRTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    variant = BUNDLE_VARIANTS[precision]
-    if variant == "fp16" and variant not in loaded.variants:
-        variant = "fp32"  # FP16 engines are built from the FP32 graph with the FP16 flag
+    _check_precision(precision)
+    variant = variant_for(precision, loaded.variants, "tensorrt")
     onnx_path = loaded.model_path(variant)
-    profile = loaded.meta["io"].get("batch_profile") if loaded.dynamic_batch else None
-    if loaded.dynamic_batch and not profile:
-        raise TensorRTError(f"bundle {loaded.path} has a dynamic batch but no io.batch_profile; re-export it")
+    onnx_sha = loaded.meta["files"][loaded.meta["models"][variant]["file"]]  # checked by load_bundle
+    profile = bundle_batch_profile(loaded, batch_size)
+    device = device or device_info()
+    key = engine_key(onnx_sha, precision, device, profile)
+    shipped = engine_path(loaded.path / ENGINES_DIR, key)
+    if cached_engine(shipped, key, onnx_sha):
+        return shipped
     batch = dict(zip(("min_batch", "opt_batch", "max_batch"), profile)) if profile else {}
-    device = build_options.pop("device", None) or device_info()
-    bundled = loaded.path / "engines"
-    onnx_sha = sha256_file(onnx_path)
-    key = engine_key(onnx_sha, precision, device, tuple(profile) if profile else None)
-    if cached_engine(engine_path(bundled, key), key, onnx_sha):
-        return engine_path(bundled, key)
     return build_engine(onnx_path, precision, out_dir, device=device, **batch, **build_options)

@@ -1,41 +1,27 @@
-"""Latency statistics, configurations and results of destseg-bench, kept apart from any backend.
+"""Configurations and results of destseg-bench, kept apart from any backend.
 
 The summary follows trtexec's performance summary (min, mean, median, percentiles, max,
-throughput), so numbers from our bench and from trtexec on the same engine line up.
+throughput; :func:`destseg.latency.latency_statistics`, the runtime profile's too), so numbers
+from our bench and from trtexec on the same engine line up.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-STATS = ("min", "mean", "median", "p90", "p95", "p99", "max")
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
+from destseg.inference import PRECISIONS
+from destseg.latency import latency_statistics
+from destseg.runtime.backends import NAMES as BACKENDS
+
 # What a configuration can end up as: the torch backend's "auto" runs bfloat16 on CPUs that have it.
 RESOLVED_PRECISIONS = (*PRECISIONS, "bf16")
 
 
 class BenchError(ValueError):
     """Options the benchmark cannot run with; the message says what to pass instead."""
-
-
-def summarize(samples_ms: Sequence[float]) -> Dict[str, float]:
-    """min, mean, median, p90, p95, p99 and max of per-run latencies (linear-interpolated percentiles)."""
-    if len(samples_ms) == 0:
-        raise BenchError("no timed runs; pass --runs 1 or more")
-    a = np.asarray(samples_ms, dtype=np.float64)
-    return {
-        "min": float(a.min()),
-        "mean": float(a.mean()),
-        "median": float(np.median(a)),
-        "p90": float(np.percentile(a, 90)),
-        "p95": float(np.percentile(a, 95)),
-        "p99": float(np.percentile(a, 99)),
-        "max": float(a.max()),
-    }
 
 
 @dataclass(frozen=True)
@@ -74,8 +60,8 @@ class Result:
     stage_stats_ms: Dict[str, Dict[str, float]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.latency_ms = summarize(self.samples_ms)
-        self.stage_stats_ms = {k: summarize(v) for k, v in self.stages_ms.items() if v}
+        self.latency_ms = latency_statistics(self.samples_ms)
+        self.stage_stats_ms = {k: latency_statistics(v) for k, v in self.stages_ms.items() if v}
 
     @property
     def throughput(self) -> float:

@@ -21,11 +21,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from destseg.bundle import VARIANTS, BundleError, load_bundle
+from destseg.benchmarks.bench_report import accuracy_for, read_quantization_report, table, write_outputs
+from destseg.benchmarks.bench_results import BACKENDS, PRECISIONS, BenchError, Config, Result
+from destseg.benchmarks.machine import machine_record
+from destseg.bundle import BundleError, load_bundle
 from destseg.runtime.backends import Backend, open_backend
-from destseg.runtime.bench_report import accuracy_for, read_quantization_report, table, write_outputs
-from destseg.runtime.bench_results import BACKENDS, PRECISIONS, BenchError, Config, Result
-from destseg.runtime.machine import machine_record
 
 SCHEMA = "destseg-bench/1"
 
@@ -64,12 +64,6 @@ def timed_runs(backend: Backend, frames: np.ndarray, runs: int, warmup: int) -> 
     return samples, {k: v for k, v in stages.items() if any(v)}
 
 
-def _variant(detail: str) -> Optional[str]:
-    """The bundle model a backend runs: its ``detail`` line starts with the variant name."""
-    first = detail.split(" ", 1)[0] if detail else ""
-    return first if first in VARIANTS else None
-
-
 def measure(config: Config, bundle: Path, run: Optional[Path], runs: int, warmup: int, threads: Optional[int], image_size: int) -> Result:
     """Open the backend for one configuration and time it; BenchError says why it cannot run here."""
     if config.backend == "torch" and run is None:
@@ -88,7 +82,7 @@ def measure(config: Config, bundle: Path, run: Optional[Path], runs: int, warmup
         frames = np.random.default_rng(0).integers(0, 256, (config.batch, image_size, image_size, 3), dtype=np.uint8)
         samples, stages = timed_runs(backend, frames, runs, warmup)
         resolved = Config(config.backend, backend.precision, config.batch)
-        return Result(resolved, samples, stages, variant=_variant(backend.detail), detail=backend.detail)
+        return Result(resolved, samples, stages, variant=backend.variant, detail=backend.detail)
     finally:
         backend.close()
 
