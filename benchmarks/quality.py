@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -24,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
+from destseg.atomic import write_json, write_text
+from destseg.benchmarks.machine import machine_record
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "aupro", "iap", "iap90")
 HEADERS = ("image AUROC", "pixel AUROC", "pixel AP", "AUPRO", "IAP", "IAP90")
@@ -54,13 +55,6 @@ def _run(cmd: List[str], log: Path) -> float:
     if done.returncode != 0:
         raise SystemExit(f"quality: {Path(cmd[0]).name} failed (exit {done.returncode}); see {log}")
     return time.perf_counter() - tic
-
-
-def machine() -> Dict[str, Any]:
-    """The CPU and threads this ran on: figures from different machines are not comparable."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def one_case(kind: str, seed: int, work: Path, args: argparse.Namespace) -> Dict[str, Any]:
@@ -102,7 +96,8 @@ def _pct(value: Optional[float]) -> str:
 
 def to_markdown(result: Dict[str, Any]) -> str:
     """One table: a row per case and form, then the mean over cases of each form."""
-    lines = [f"# Quality benchmark\n\nMachine: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs. "
+    cpu = result["machine"]["cpu"]
+    lines = [f"# Quality benchmark\n\nMachine: {cpu['model']}, {cpu['usable_cores']} usable cores. "
              f"Train: `{result['train_args']}`; data: `{result['synth_args']}`; INT8: `{result['int8_args']}`.\n",
              "| case | model | " + " | ".join(HEADERS) + " | train s | img/s | gate |",
              "|---|---|" + "---:|" * (len(HEADERS) + 2) + "---|"]
@@ -152,11 +147,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     tic = time.perf_counter()
     rows = [one_case(kind, seed, out, args) for kind in kinds for seed in seeds]
-    result = {"machine": machine(), "train_args": args.train_args, "synth_args": args.synth_args,
+    result = {"machine": machine_record(), "train_args": args.train_args, "synth_args": args.synth_args,
               "int8_args": None if args.no_int8 else args.int8_args, "seconds": round(time.perf_counter() - tic, 1),
               "rows": rows}
-    from destseg.atomic import write_json, write_text
-
     write_json(out / "quality.json", result)
     write_text(out / "quality.md", to_markdown(result))
     print(to_markdown(result), end="")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.quality import METRICS, main
+from destseg.benchmarks.quality import METRICS, main
 
 TINY = ["--kinds", "object", "--seeds", "0", "--synth-args", "--train 8 --test 8 --size 64",
         "--train-args", "--backbone resnet18 --teacher random --image-size 64 --batch-size 4 "
@@ -15,7 +15,7 @@ def test_quality_benchmark_writes_fp32_and_int8_rows_with_the_machine(tmp_path):
     out = tmp_path / "q"
     assert main(["--out", str(out), *TINY]) == 0
     result = json.loads((out / "quality.json").read_text())
-    assert result["machine"]["cpus"] >= 1 and result["machine"]["cpu"]
+    assert result["machine"]["cpu"]["usable_cores"] >= 1 and result["machine"]["cpu"]["model"]
     (row,) = result["rows"]
     assert row["kind"] == "object" and row["seed"] == 0 and row["train_s"] > 0 and row["train_images_per_s"] > 0
     for form in ("fp32", "int8_trt", "int8_cpu"):
