@@ -15,6 +15,7 @@ import numpy as np
 
 OK_RGB = (0, 200, 0)
 NG_RGB = (230, 0, 0)
+UNKNOWN_RGB = (255, 170, 0)
 OUTLINE_RGB = (255, 255, 255)
 TEXT_RGB = (255, 255, 255)
 
@@ -82,13 +83,16 @@ def overlay(
     threshold: Optional[float] = None,
     pixel_threshold: Optional[float] = None,
     alpha: float = 0.5,
+    verdict: Optional[str] = None,
 ) -> np.ndarray:
     """A new H x W x 3 uint8 RGB frame: ``rgb`` blended with the jet-coloured map.
 
     The map (any size, resized to the frame) is read as values in [0, 1]. With ``score`` the
     top-left corner shows it; with ``threshold`` too, the verdict: NG (red) iff
     ``score >= threshold``, and a NaN score counts as NG, as a broken model must not pass parts.
-    With ``pixel_threshold``, regions whose map is >= it are outlined.
+    With ``pixel_threshold``, regions whose map is >= it are outlined. ``verdict`` ("OK", "NG",
+    "UNKNOWN") is printed instead of the score rule's when the runtime narrowed it (ROI, minimum
+    defect area, deadline).
     """
     _check_frame(rgb)
     if not 0.0 <= alpha <= 1.0:
@@ -103,7 +107,10 @@ def overlay(
         _outline(out, m, float(pixel_threshold))
     if score is not None:
         score = float(score)
-        if threshold is None:
+        if verdict is not None:
+            color = {"OK": OK_RGB, "NG": NG_RGB}.get(verdict, UNKNOWN_RGB)
+            _draw_label(out, f"{verdict} {score:.3f}", color)
+        elif threshold is None:
             _draw_label(out, f"score {score:.3f}", TEXT_RGB)
         else:
             ng = not score < float(threshold)
