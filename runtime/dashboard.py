@@ -258,6 +258,15 @@ def parse_address(text: str) -> Tuple[str, int]:
     return parsed.hostname or "127.0.0.1", port
 
 
+def check_serve(address: str, token: Optional[str]) -> Tuple[str, int]:
+    """(host, port) of --serve, refused beyond loopback without a token."""
+    host, port = parse_address(address)
+    if not is_loopback(host) and token is None:
+        raise RuntimeInputError(f"--serve {address} listens beyond this machine; pass --token-file FILE (or --token) "
+                                f"so that only its holders can change thresholds, or serve on 127.0.0.1")
+    return host, port
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -296,11 +305,8 @@ class Dashboard:
 
     def __init__(self, address: str, token: Optional[str], info: Dict[str, Any], status: Callable[[], Dict[str, Any]],
                  control: ThresholdControl, roi: Optional[np.ndarray], log: Callable[[str], None]) -> None:
-        host, port = parse_address(address)
+        host, port = check_serve(address, token)
         self.loopback = is_loopback(host)
-        if not self.loopback and token is None:
-            raise RuntimeInputError(f"--serve {address} listens beyond this machine; pass --token-file FILE (or --token) "
-                                    f"so that only its holders can change thresholds, or serve on 127.0.0.1")
         self.token = token
         self.info = dict(info, token_required=token is not None)
         self.status_source = status

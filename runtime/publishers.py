@@ -49,6 +49,7 @@ class Publisher:
         self._queue_size = queue_size
         self._cond = threading.Condition()
         self._closing = False
+        self._deadline: Optional[float] = None  # monotonic end of the drain, once closing
         self.sent = 0
         self.dropped = 0
         self.retried = 0
@@ -77,11 +78,13 @@ class Publisher:
             return self._queue.popleft() if self._queue else None
 
     def _wait(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` unless closing; True if closing."""
+        """Wait up to ``seconds`` (while closing, at most until the drain ends); True once the drain time is over."""
         with self._cond:
-            if not self._closing:
+            if self._deadline is not None:
+                seconds = min(seconds, self._deadline - time.monotonic())
+            if seconds > 0:
                 self._cond.wait(seconds)
-            return self._closing
+            return self._deadline is not None and time.monotonic() >= self._deadline
 
     def pending(self) -> int:
         with self._cond:
@@ -98,7 +101,7 @@ class Publisher:
         """Let queued messages leave for up to ``drain_s``, then stop; what is left counts as dropped."""
         deadline = time.monotonic() + drain_s
         with self._cond:
-            self._closing = True
+            self._closing, self._deadline = True, deadline
             self._cond.notify_all()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         self._finish(max(0.0, deadline - time.monotonic()))
@@ -141,7 +144,7 @@ class MqttPublisher(Publisher):
             raise RuntimeInputError(f"bad --mqtt {url}; write {example} (plain TCP; mqtts is not supported)")
         host, port = _host_port(parsed, url, "--mqtt", 1883, example)
         topic = parsed.path.lstrip("/")
-        if not topic or "+" in topic or "#" in topic or parsed.query:
+        if not topic or "+" in topic or "#" in url or parsed.query:
             raise RuntimeInputError(f"bad --mqtt {url}: needs a topic without wildcards; write {example}")
         try:
             import paho.mqtt.client as mqtt
@@ -286,7 +289,7 @@ class WebhookPublisher(Publisher):
                     self.log(f"webhook {self.target}: {'HTTP ' + str(status) if status else 'unreachable'}; retrying, events queue")
                     warned = True
                 if self._wait(delay):
-                    return  # closing: the event counts as not delivered
+                    return  # the drain time is over: the event counts as not delivered
                 delay = min(delay * 2, WEBHOOK_RETRY_S[1])
             self._in_flight = 0
             if not self.connected and warned:
@@ -303,7 +306,6 @@ class WebhookPublisher(Publisher):
         return self._in_flight
 
 
-def open_publishers(mqtt: List[str], webhooks: List[str], log: Callable[[str], None]) -> List[Publisher]:
-    """Check every URL (one-line errors before anything starts), then start them all."""
-    publishers: List[Publisher] = [MqttPublisher(u, log) for u in mqtt] + [WebhookPublisher(u, log) for u in webhooks]
-    return [p.start() for p in publishers]
+def make_publishers(mqtt: List[str], webhooks: List[str], log: Callable[[str], None]) -> List[Publisher]:
+    """One output per URL, checked (one-line errors before anything starts) but not started."""
+    return [MqttPublisher(u, log) for u in mqtt] + [WebhookPublisher(u, log) for u in webhooks]

@@ -24,7 +24,7 @@ import numpy as np
 
 from destseg.overlay import overlay
 from destseg.runtime.backends import Backend, choose_backend, open_backend
-from destseg.runtime.dashboard import Dashboard, FrameView, read_token, source_label
+from destseg.runtime.dashboard import Dashboard, FrameView, check_serve, read_token, source_label
 from destseg.runtime.decision import apply_deadline, check_inspection, decide
 from destseg.runtime.errors import RuntimeInputError, SourceError, StreamError
 from destseg.runtime.events import EventWriter, frame_event
@@ -32,7 +32,7 @@ from destseg.runtime.frames import Frame, FrameReader, SourceEnded, SourceLost
 from destseg.runtime.gst import has_element, resolve_platform
 from destseg.runtime.overrides import ThresholdControl, initial_thresholds
 from destseg.runtime.profiler import Profiler, format_summary
-from destseg.runtime.publishers import Publisher, open_publishers
+from destseg.runtime.publishers import Publisher, make_publishers
 from destseg.runtime.reconnect import reopen
 from destseg.runtime.sinks import AnomalyFolder, VideoSink, check_sink, open_sink, parse_sink
 from destseg.runtime.sources import check_source, open_source
@@ -142,6 +142,9 @@ class Stream:
         source = check_source(opts.source)
         self.live_source = source.live  # a camera or stream: reopened when lost
         token = read_token(opts.token, opts.token_file)
+        if opts.serve:
+            check_serve(opts.serve, token)
+        publishers = make_publishers(opts.mqtt, opts.webhooks, log)
         self.platform = resolve_platform(opts.platform)
         for text in outputs:
             check_sink(parse_sink(text), self.platform, has_element)
@@ -162,7 +165,7 @@ class Stream:
             self.late = 0
             if opts.serve:
                 self.dashboard = self._open_dashboard(opts.serve, token, source_label(source.kind, source.location))
-            self.publishers = open_publishers(opts.mqtt, opts.webhooks, log)
+            self.publishers = [p.start() for p in publishers]
         except BaseException:
             self._close_line()
             self.backend.close()
