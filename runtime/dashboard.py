@@ -51,6 +51,7 @@ HISTOGRAM_FRAMES = 1000
 HISTOGRAM_BINS = 40
 FPS_WINDOW_S = 5.0
 STREAM_FPS = 15.0  # the MJPEG stream's ceiling: enough to watch, light on a Jetson's CPU
+REPEAT_S = 1.0  # a still stream repeats its last frame this often
 JPEG_QUALITY = 80
 MIN_TOKEN_LENGTH = 12
 MAX_BODY = 4096
@@ -442,7 +443,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._json(result)
 
     def _stream(self) -> None:
-        """multipart/x-mixed-replace: one JPEG part per new frame, at most STREAM_FPS a second."""
+        """multipart/x-mixed-replace: one JPEG part per new frame, at most STREAM_FPS a second.
+
+        Browsers show a part only once the next one arrives, so without a new frame for a second
+        the last one is sent again (already encoded): a still line, or a finished folder, stays visible.
+        """
         hub = self.dashboard.hub
         self.send_response(200)
         self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
@@ -450,15 +455,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        last, period = -1, 1.0 / STREAM_FPS
+        last, period, jpeg = -1, 1.0 / STREAM_FPS, None
         with hub.watching():
             try:
+                self.wfile.write(b"--frame\r\n")
                 while not hub.closed:
                     started = time.monotonic()
-                    last, jpeg = hub.next_jpeg(last, 1.0)
+                    last, new = hub.next_jpeg(last, REPEAT_S)
+                    jpeg = new or jpeg
                     if jpeg is None:
                         continue
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                    self.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n--frame\r\n")
                     self.wfile.flush()
                     hub.sent(max(0.0, period - (time.monotonic() - started)))
             except (BrokenPipeError, ConnectionResetError):
