@@ -15,9 +15,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+import numpy as np
 import pytest
+
+from destseg.images import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -29,6 +32,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def square_image(path: Path, squares: Tuple[Tuple[int, int, int], ...]) -> None:
+    """A 128 x 128 black frame with white squares (x, y, side), aligned so the 64 x 64 map sees them exactly."""
+    image = np.zeros((128, 128, 3), np.uint8)
+    for x, y, side in squares:
+        image[y: y + side, x: x + side] = 255
+    write_image(path, image)
 
 
 def validate_events(events: Iterable[Dict[str, Any]]) -> None:

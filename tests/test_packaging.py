@@ -18,7 +18,8 @@ def test_wheel_maps_the_stage_folders_and_declares_the_console_scripts(tmp_path)
     (wheel,) = tmp_path.glob("destseg_edge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("destseg/bundle.py", "destseg/train/model.py", "destseg/export/__init__.py",
-                   "destseg/calibration/__init__.py", "destseg/runtime/__init__.py"):
+                   "destseg/calibration/__init__.py", "destseg/runtime/__init__.py",
+                   "destseg/runtime/dashboard.html", "destseg/runtime/event.schema.json"):
         assert module in names, module
     assert not any(n.startswith(("train/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -12,7 +12,6 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import cv2
@@ -20,9 +19,8 @@ import numpy as np
 import pytest
 
 from destseg.bundle import load_bundle
-from destseg.images import write_image
 from destseg.runtime.cli import main
-from tests.line_helpers import Runtime, chromium_available, free_port, validate_events
+from tests.line_helpers import Runtime, chromium_available, free_port, square_image, validate_events
 from tests.test_runtime_backends import write_brightness_bundle
 
 SMALL = ["--width", "160", "--height", "120"]
@@ -135,14 +133,6 @@ def test_the_live_page_streams_grows_its_timeline_and_its_threshold_control_chan
         judged_by = 1.5 if change["next_frame"] <= frame["frame"] < back["next_frame"] else 0.5
         assert frame["threshold"] == judged_by and frame["verdict"] == ("OK" if judged_by == 1.5 else "NG")
     assert not any(str(tmp_path) in answer for answer in answers)  # no file system path leaves the runtime
-
-
-def square_image(path: Path, squares: Tuple[Tuple[int, int, int], ...]) -> None:
-    """A 128 x 128 black frame with white squares (x, y, side), aligned so the 64 x 64 map sees them exactly."""
-    image = np.zeros((128, 128, 3), np.uint8)
-    for x, y, side in squares:
-        image[y: y + side, x: x + side] = 255
-    write_image(path, image)
 
 
 def test_a_folder_run_stays_up_for_review_with_its_gallery_roi_and_minimum_area(browser, tmp_path):
