@@ -173,14 +173,15 @@ class DashboardHub:
 
     def recent_frames(self, count: int) -> List[Dict[str, Any]]:
         with self._cond:
-            frames = [e for _, e in reversed(self._events) if e.get("event") == "frame"][:count]
-        frames.reverse()
-        return frames
+            kept = list(self._events)  # a C-level copy: the lock the frame loop needs is held for microseconds
+        frames = [e for _, e in kept if e.get("event") == "frame"]
+        return frames[-count:]
 
     def fps(self) -> Optional[float]:
         with self._cond:
-            now = time.monotonic()
-            recent = [t for t in self._frame_times if now - t <= FPS_WINDOW_S]
+            times = list(self._frame_times)
+        now = time.monotonic()
+        recent = [t for t in times if now - t <= FPS_WINDOW_S]
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return None
         return round((len(recent) - 1) / (recent[-1] - recent[0]), 2)

@@ -152,24 +152,6 @@ class Stream:
         name, why = choose_backend(opts.model, opts.backend)
         self.backend: Backend = open_backend(name, opts.model, opts.precision, threads=opts.threads)
         log(f"backend {name} ({why}): {self.backend.detail}")
-        self.publishers: List[Publisher] = []
-        self.dashboard: Optional[Dashboard] = None
-        try:
-            thresholds = initial_thresholds(opts.model, self.backend.thresholds, opts.threshold, opts.pixel_threshold, log)
-            self.control = ThresholdControl(Path(opts.model), thresholds, log)
-            self.threshold, self.pixel_threshold = thresholds.image, thresholds.pixel
-            if self.threshold is None:
-                log("no image threshold (the model was never evaluated): scores only, no OK/NG; pass --threshold to set one")
-            self.inspection = check_inspection(opts.roi, opts.min_defect_area, opts.deadline_ms, self.backend.image_size,
-                                               self.pixel_threshold)
-            self.late = 0
-            if opts.serve:
-                self.dashboard = self._open_dashboard(opts.serve, token, source_label(source.kind, source.location))
-            self.publishers = [p.start() for p in publishers]
-        except BaseException:
-            self._close_line()
-            self.backend.close()
-            raise
         self.stop = threading.Event()
         self.profiler: Optional[Profiler] = None
         self.sinks: List[VideoSink] = []
@@ -182,6 +164,24 @@ class Stream:
         self.reader: Optional[FrameReader] = None
         self.last_frame = 0.0  # monotonic time of the last frame (or of opening the source)
         self.running = False
+        self.late = 0
+        self.publishers: List[Publisher] = []
+        self.dashboard: Optional[Dashboard] = None
+        try:
+            thresholds = initial_thresholds(opts.model, self.backend.thresholds, opts.threshold, opts.pixel_threshold, log)
+            self.control = ThresholdControl(Path(opts.model), thresholds, log)
+            self.threshold, self.pixel_threshold = thresholds.image, thresholds.pixel
+            if self.threshold is None:
+                log("no image threshold (the model was never evaluated): scores only, no OK/NG; pass --threshold to set one")
+            self.inspection = check_inspection(opts.roi, opts.min_defect_area, opts.deadline_ms, self.backend.image_size,
+                                               self.pixel_threshold)
+            if opts.serve:
+                self.dashboard = self._open_dashboard(opts.serve, token, source_label(source.kind, source.location))
+            self.publishers = [p.start() for p in publishers]
+        except BaseException:
+            self._close_line()
+            self.backend.close()
+            raise
 
     def _open_dashboard(self, address: str, token: Optional[str], source: str) -> Dashboard:
         b, i = self.backend, self.inspection

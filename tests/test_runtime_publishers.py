@@ -7,6 +7,8 @@ show that a dead broker costs no frame and that the runtime reconnects by itself
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -136,3 +138,9 @@ def test_bad_output_urls_are_one_line_errors_before_streaming(bundle, capsys, fl
 def test_publishers_check_their_urls_without_connecting():
     assert MqttPublisher("mqtt://10.0.0.2/line1/verdicts", log=print).target == "10.0.0.2:1883/line1/verdicts"
     assert WebhookPublisher("http://10.0.0.3:8000/v", log=print).target == "10.0.0.3:8000/v"
+
+
+def test_the_line_outputs_and_the_dashboard_import_without_torch():
+    code = ("import destseg.runtime.cli, destseg.runtime.dashboard, destseg.runtime.publishers, paho.mqtt.client, sys; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
