@@ -38,7 +38,7 @@ def main() -> int:
     p.add_argument("--input", required=True, help="a folder of images (the dashboard stays up when it ends)")
     p.add_argument("--out", default="benchmarks/dashboard.png")
     p.add_argument("--width", type=int, default=1400)
-    p.add_argument("--height", type=int, default=1350)
+    p.add_argument("--height", type=int, default=2000)
     p.add_argument("runtime_args", nargs="*", help="more destseg-runtime options, after --")
     args = p.parse_args()
     frames = len([f for f in Path(args.input).iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")])
@@ -65,7 +65,7 @@ def main() -> int:
                 wait = WebDriverWait(driver, WAIT_S)
                 wait.until(lambda d: d.find_element("id", "timeline-count").text == str(frames))
                 wait.until(lambda d: d.execute_script("return document.getElementById('stream').naturalWidth") > 0)
-                wait.until(lambda d: d.find_element("id", "inspection").text)  # status shown: charts drawn
+                wait.until(lambda d: d.find_element("id", "state").text == "source ended")  # status after the last frame
                 wait.until(lambda d: d.execute_script(
                     "const imgs = [...document.querySelectorAll('#gallery img')];"
                     "return imgs.length === Math.min(12, parseInt(document.getElementById('count-ng').textContent))"

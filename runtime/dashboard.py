@@ -93,7 +93,8 @@ def roi_shade(roi: np.ndarray) -> bytes:
 
 def _score_histogram(scores: np.ndarray, threshold: Optional[float]) -> Dict[str, Any]:
     finite = scores[np.isfinite(scores)]
-    top = max([1.0] + ([float(finite.max())] if finite.size else []) + ([float(threshold)] if threshold is not None else []))
+    highest = max([0.0] + ([float(finite.max())] if finite.size else []) + ([float(threshold)] if threshold is not None else []))
+    top = highest * 1.1 if highest > 0 else 1.0  # bins follow the data: good models score far below 1
     counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS, range=(0.0, top))
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist(), "frames": int(finite.size)}
 
