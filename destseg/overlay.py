@@ -13,10 +13,11 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from destseg.verdict import verdict
+from destseg.verdict import verdict as score_verdict
 
 OK_RGB = (0, 200, 0)
 NG_RGB = (230, 0, 0)
+UNKNOWN_RGB = (255, 170, 0)
 OUTLINE_RGB = (255, 255, 255)
 TEXT_RGB = (255, 255, 255)
 
@@ -84,13 +85,16 @@ def overlay(
     threshold: Optional[float] = None,
     pixel_threshold: Optional[float] = None,
     alpha: float = 0.5,
+    verdict: Optional[str] = None,
 ) -> np.ndarray:
     """A new H x W x 3 uint8 RGB frame: ``rgb`` blended with the jet-coloured map.
 
     The map (any size, resized to the frame) is read as values in [0, 1]. With ``score`` the
     top-left corner shows it; with ``threshold`` too, the verdict of :func:`destseg.verdict.verdict`:
     NG (red) iff ``score >= threshold``, and a NaN score counts as NG.
-    With ``pixel_threshold``, regions whose map is >= it are outlined.
+    With ``pixel_threshold``, regions whose map is >= it are outlined. ``verdict`` ("OK", "NG",
+    "UNKNOWN") is printed instead of the score rule's when the runtime narrowed it (ROI, minimum
+    defect area, deadline).
     """
     _check_frame(rgb)
     if not 0.0 <= alpha <= 1.0:
@@ -105,11 +109,11 @@ def overlay(
         _outline(out, m, float(pixel_threshold))
     if score is not None:
         score = float(score)
-        result = verdict(score, threshold)
-        if result is None:
+        shown = verdict if verdict is not None else score_verdict(score, threshold)
+        if shown is None:
             _draw_label(out, f"score {score:.3f}", TEXT_RGB)
         else:
-            _draw_label(out, f"{result} {score:.3f}", NG_RGB if result == "NG" else OK_RGB)
+            _draw_label(out, f"{shown} {score:.3f}", {"OK": OK_RGB, "NG": NG_RGB}.get(shown, UNKNOWN_RGB))
     return out
 
 

@@ -9,9 +9,13 @@ A frame's path, one file per step (read them in this order):
 - ``backends/``: the model (TensorRT, ONNX Runtime or PyTorch) turns the S x S frame
   into an anomaly map and a score, behind one ``Backend`` interface; a bundle's models
   are opened through ``destseg.inference`` and ``destseg.tensorrt``.
-- ``events.py``: the score's OK/NG verdict (``destseg.verdict``) becomes a JSON line.
+- ``events.py``: the score's OK/NG verdict (``destseg.verdict``) becomes a JSON line
+  (``event.schema.json``); ``decision.py`` narrows it by ROI, minimum defect area and deadline.
 - ``sinks.py``: the overlay goes to the display, a video file or RTP; NG frames to a folder.
 - ``profiler.py``: every stage's milliseconds, summarised like trtexec.
+- ``publishers.py``: every event to MQTT and webhooks, through bounded queues;
+  ``dashboard.py`` (and ``dashboard.html``): the live web view and its JSON API;
+  ``overrides.py``: live threshold changes, kept beside the bundle.
 - ``stream.py``: the loop that ties them together (stop, reconnect, EOS on SIGINT);
   ``cli.py`` is ``destseg-runtime``.
 

@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=10.0, metavar="S",
                    help="a source without a frame for S seconds counts as lost (live: reopened; files: error)")
     p.add_argument("--bitrate", dest="bitrate_kbps", type=int, default=4000, help="H.264 bitrate in kbit/s for files and RTP")
+    line = p.add_argument_group("the line: dashboard, MQTT, webhooks, inspection rules")
+    line.add_argument("--serve", metavar="HOST:PORT", help="serve the live dashboard and its JSON API here (127.0.0.1:8080: this machine only)")
+    line.add_argument("--token", help="token that state changes on the dashboard need (required to serve beyond 127.0.0.1)")
+    line.add_argument("--token-file", metavar="FILE", help="read the token from the first line of FILE (keeps it out of the process list)")
+    line.add_argument("--mqtt", action="append", default=[], metavar="mqtt://HOST:PORT/TOPIC",
+                      help="publish every event (QoS 1) to TOPIC, retained online/offline on TOPIC/status (repeatable)")
+    line.add_argument("--webhook", dest="webhooks", action="append", default=[], metavar="URL",
+                      help="HTTP POST every event's JSON to URL (repeatable)")
+    line.add_argument("--deadline-ms", type=float, metavar="N", help="a verdict later than N ms after capture is sent as UNKNOWN (counted)")
+    line.add_argument("--roi", metavar="MASK.png", help="inspect only where the mask is white (black = ignore)")
+    line.add_argument("--min-defect-area", type=int, metavar="PX",
+                      help="NG only if a region above the pixel threshold (inside --roi) covers at least PX frame pixels")
     return p
 
 
@@ -90,6 +102,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         reconnect_max_delay=args.reconnect_max_delay,
         stall_timeout=args.stall_timeout,
         bitrate_kbps=args.bitrate_kbps,
+        serve=args.serve,
+        token=args.token,
+        token_file=args.token_file,
+        mqtt=args.mqtt,
+        webhooks=args.webhooks,
+        deadline_ms=args.deadline_ms,
+        roi=args.roi,
+        min_defect_area=args.min_defect_area,
     )
     try:
         run_stream(opts)

@@ -5,6 +5,9 @@ their encoders, the bundle and its model), so a typo costs a one-line error, not
 pipeline. While running, SIGINT/SIGTERM only set a flag: the loop ends after the current
 frame, sends EOS to every output (an MP4 is playable only after it) and writes the profile.
 A second signal aborts. A live source that fails or ends is reopened with backoff and counted.
+Each event goes to the JSON lines, the line's outputs (MQTT, webhooks) and the dashboard, which
+only take references and never make the loop wait; with the dashboard, a file or folder that
+ends leaves it serving the results until a signal or --duration.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -21,11 +25,15 @@ import numpy as np
 from destseg.overlay import overlay
 from destseg.verdict import verdict
 from destseg.runtime.backends import Backend, choose_backend, open_backend
+from destseg.runtime.dashboard import Dashboard, FrameView, check_serve, read_token, source_label
+from destseg.runtime.decision import apply_deadline, check_inspection, decide
 from destseg.runtime.errors import RuntimeInputError, SourceError, StreamError
 from destseg.runtime.events import EventWriter, frame_event
 from destseg.runtime.frames import Frame, FrameReader, SourceEnded, SourceLost
 from destseg.runtime.gst import has_element, resolve_platform
+from destseg.runtime.overrides import ThresholdControl, initial_thresholds
 from destseg.runtime.profiler import Profiler, format_summary
+from destseg.runtime.publishers import Publisher, make_publishers
 from destseg.runtime.reconnect import reopen
 from destseg.runtime.sinks import AnomalyFolder, VideoSink, check_sink, open_sink, parse_sink
 from destseg.runtime.sources import check_source, open_source
@@ -61,6 +69,14 @@ class StreamOptions:
     reconnect_max_delay: float = 10.0
     stall_timeout: float = 10.0
     bitrate_kbps: int = 4000
+    serve: Optional[str] = None  # HOST:PORT of the dashboard
+    token: Optional[str] = None
+    token_file: Optional[str] = None
+    mqtt: List[str] = field(default_factory=list)
+    webhooks: List[str] = field(default_factory=list)
+    deadline_ms: Optional[float] = None
+    roi: Optional[str] = None
+    min_defect_area: Optional[int] = None
 
 
 def _stderr(message: str) -> None:
@@ -124,7 +140,12 @@ class Stream:
         self.opts = opts
         self.log = log
         outputs = check_options(opts)
-        self.live_source = check_source(opts.source).live  # a camera or stream: reopened when lost
+        source = check_source(opts.source)
+        self.live_source = source.live  # a camera or stream: reopened when lost
+        token = read_token(opts.token, opts.token_file)
+        if opts.serve:
+            check_serve(opts.serve, token)
+        publishers = make_publishers(opts.mqtt, opts.webhooks, log)
         self.platform = resolve_platform(opts.platform)
         for text in outputs:
             check_sink(parse_sink(text), self.platform, has_element)
@@ -132,11 +153,6 @@ class Stream:
         name, why = choose_backend(opts.model, opts.backend)
         self.backend: Backend = open_backend(name, opts.model, opts.precision, threads=opts.threads)
         log(f"backend {name} ({why}): {self.backend.detail}")
-        thresholds = self.backend.thresholds
-        self.threshold = opts.threshold if opts.threshold is not None else thresholds.get("image")
-        self.pixel_threshold = opts.pixel_threshold if opts.pixel_threshold is not None else thresholds.get("pixel")
-        if self.threshold is None:
-            log("no image threshold (the model was never evaluated): scores only, no OK/NG; pass --threshold to set one")
         self.stop = threading.Event()
         self.profiler: Optional[Profiler] = None
         self.sinks: List[VideoSink] = []
@@ -148,6 +164,62 @@ class Stream:
         self.first_capture: Optional[float] = None
         self.reader: Optional[FrameReader] = None
         self.last_frame = 0.0  # monotonic time of the last frame (or of opening the source)
+        self.running = False
+        self.late = 0
+        self.publishers: List[Publisher] = []
+        self.dashboard: Optional[Dashboard] = None
+        try:
+            thresholds = initial_thresholds(opts.model, self.backend.thresholds, opts.threshold, opts.pixel_threshold, log)
+            self.control = ThresholdControl(Path(opts.model), thresholds, log)
+            self.threshold, self.pixel_threshold = thresholds.image, thresholds.pixel
+            if self.threshold is None:
+                log("no image threshold (the model was never evaluated): scores only, no OK/NG; pass --threshold to set one")
+            self.inspection = check_inspection(opts.roi, opts.min_defect_area, opts.deadline_ms, self.backend.image_size,
+                                               self.pixel_threshold)
+            if opts.serve:
+                self.dashboard = self._open_dashboard(opts.serve, token, source_label(source.kind, source.location))
+            self.publishers = [p.start() for p in publishers]
+        except BaseException:
+            self._close_line()
+            self.backend.close()
+            raise
+
+    def _open_dashboard(self, address: str, token: Optional[str], source: str) -> Dashboard:
+        b, i = self.backend, self.inspection
+        info = {"bundle": Path(self.opts.model).resolve().name, "source": source, "backend": b.name, "precision": b.precision,
+                "image_size": b.image_size, "inspection": {"roi": i.roi is not None, "roi_fraction": i.roi_fraction,
+                                                          "min_defect_area": i.min_defect_area or None, "deadline_ms": i.deadline_ms}}
+        return Dashboard(address, token, info, self.live_status, self.control, i.roi, self.log)
+
+    def live_status(self) -> Dict[str, Any]:
+        """What the dashboard asks of the loop (from its own thread: plain reads, no locks)."""
+        reader, profiler = self.reader, self.profiler
+        return {"running": self.running, "frames": self.index, "late": self.late,
+                "dropped": self.dropped_before + (reader.dropped() if reader is not None else 0),
+                "reconnects": profiler.reconnects if profiler is not None else 0,
+                "outputs": [p.stats() for p in self.publishers]}
+
+    def _emit(self, event: Dict[str, Any], view: Optional[FrameView] = None) -> None:
+        """One event to the JSON lines, every line output and the dashboard."""
+        if self.events is not None:
+            self.events.write(event)
+        for publisher in self.publishers:
+            publisher.put(event)
+        if self.dashboard is not None:
+            self.dashboard.hub.publish(event, view)
+
+    def _take_thresholds(self) -> None:
+        """Apply the dashboard's threshold changes from the next frame on, each logged as an event first."""
+        self.threshold, self.pixel_threshold, changes = self.control.take(self.index)
+        for change in changes:
+            self._emit(change)
+
+    def _close_line(self) -> None:
+        """Drain and stop the MQTT/webhook outputs (a bounded wait each), then the dashboard."""
+        for publisher in self.publishers:
+            publisher.close()
+        if self.dashboard is not None:
+            self.dashboard.close()
 
     def _open_source(self) -> FrameReader:
         o = self.opts
@@ -160,6 +232,7 @@ class Stream:
             self.reader = self._open_source()
             self.last_frame = time.monotonic()
         except BaseException:
+            self._close_line()
             self.backend.close()
             raise
         self.profiler = Profiler(csv_path=o.profile_csv)
@@ -168,16 +241,24 @@ class Stream:
             self.events = EventWriter(o.events) if o.events else EventWriter() if o.headless else None
             self.anomalies = AnomalyFolder(o.save_anomalies) if o.save_anomalies else None
             with stop_on_signals(self.stop), stop_after(o.duration, self.stop):
+                self.running = True
                 self._loop()
+                self.running = False
+                if self.dashboard is not None and not self._done():
+                    self.log(f"source ended; the dashboard at {self.dashboard.url} stays up until Ctrl-C")
+                    while not self.stop.wait(POLL_S):
+                        self._take_thresholds()
         except (StreamError, RuntimeInputError) as exc:
             if self.index == 0 and isinstance(exc, RuntimeInputError):
                 raise  # nothing ran: a plain input error (exit 2), after the cleanup below
             failure = str(exc)
         finally:
+            self.running = False
             if self.reader is not None:
                 self.profiler.dropped = self.dropped_before + self.reader.dropped()
                 self.reader.close()
             failure = "; ".join(m for m in (failure, self._close_sinks()) if m) or None
+            self._close_line()
             if self.events is not None:
                 self.events.close()
             summary = self.summary()
@@ -195,6 +276,7 @@ class Stream:
         return self.profiler.summary(
             source=self.opts.source, platform=self.platform, backend=b.name, precision=b.precision, detail=b.detail,
             image_size=b.image_size, threshold=self.threshold, pixel_threshold=self.pixel_threshold, outputs=self.outputs,
+            late=self.late, line_outputs=[p.stats() for p in self.publishers],
         )
 
     def _done(self) -> bool:
@@ -248,6 +330,7 @@ class Stream:
     def _handle(self, frame: Frame, reader: FrameReader) -> None:
         """One frame: infer, verdict, overlay, outputs, event, profile."""
         assert self.profiler is not None
+        self._take_thresholds()
         t0 = time.perf_counter()
         batch = frame.model_rgb[np.newaxis]
         t1 = time.perf_counter()
@@ -255,9 +338,9 @@ class Stream:
         timings = self.backend.last_timings()
         t2 = time.perf_counter()
         score = float(scores[0])
-        result = verdict(score, self.threshold)
+        result, defect_area = decide(score, maps[0], self.threshold, self.pixel_threshold, self.inspection, frame.rgb.shape)
         want_overlay = bool(self.outputs) or (self.anomalies is not None and result == "NG")
-        shown = overlay(frame.rgb, maps[0], score, self.threshold, self.pixel_threshold) if want_overlay else None
+        shown = overlay(frame.rgb, maps[0], score, self.threshold, self.pixel_threshold, verdict=result) if want_overlay else None
         t3 = time.perf_counter()
         if not self.sinks and self.outputs:
             height, width = frame.rgb.shape[:2]
@@ -280,8 +363,15 @@ class Stream:
             "output": (t4 - t3) * 1e3,
             "end_to_end": frame.capture_ms + frame.convert_ms + (t4 - t0) * 1e3,
         }
-        if self.events is not None:
-            self.events.write(frame_event(self.index, score, result, frame.captured_at, frame.pts_s, stages, frame.name))
+        fields: Dict[str, Any] = {"threshold": self.threshold, "pixel_threshold": self.pixel_threshold}
+        if self.inspection.regional:
+            fields.update(defect_area=defect_area, min_defect_area=self.inspection.min_defect_area or None,
+                          roi=self.inspection.roi is not None)
+        event = frame_event(self.index, score, result, frame.captured_at, frame.pts_s, stages, frame.name, **fields)
+        self.late += apply_deadline(event, frame.captured_at, self.inspection.deadline_ms)
+        view = None if self.dashboard is None else FrameView(
+            self.index, frame.rgb, maps[0], score, self.threshold, self.pixel_threshold, event["verdict"])
+        self._emit(event, view)
         self.profiler.record(self.index, frame.pts_s, stages)
         self.index += 1
         every = self.opts.report_every

@@ -19,7 +19,8 @@ def test_wheel_maps_the_stage_folders_and_declares_the_console_scripts(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("destseg/bundle.py", "destseg/train/model.py", "destseg/export/__init__.py",
                    "destseg/calibration/__init__.py", "destseg/runtime/__init__.py", "destseg/inference.py",
-                   "destseg/tensorrt.py", "destseg/benchmarks/bench.py", "destseg/benchmarks/machine.py"):
+                   "destseg/tensorrt.py", "destseg/benchmarks/bench.py", "destseg/benchmarks/machine.py",
+                   "destseg/runtime/dashboard.html", "destseg/runtime/event.schema.json"):
         assert module in names, module
     assert not any(n.startswith(("train/", "tests/", "benchmarks/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
