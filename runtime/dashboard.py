@@ -40,7 +40,8 @@ import numpy as np
 from destseg.overlay import overlay
 from destseg.runtime.errors import RuntimeInputError
 from destseg.runtime.overrides import ThresholdControl
-from destseg.runtime.profiler import STAGES, stage_statistics
+from destseg.latency import latency_statistics
+from destseg.runtime.profiler import STAGES
 
 PAGE = Path(__file__).with_name("dashboard.html")
 EVENTS_KEPT = 6000  # the timeline's memory: over three minutes at 30 FPS
@@ -239,7 +240,7 @@ class DashboardHub:
             for stage in STAGES:
                 values = np.array([e["ms"].get(stage) for e in timed if e["ms"].get(stage) is not None], dtype=np.float64)
                 if values.size:
-                    stats = stage_statistics(values)
+                    stats = latency_statistics(values)
                     latency[stage] = {"p50": stats["median"], "p99": stats["p99"]}
         scores = np.array([e["score"] if e["score"] is not None else np.nan for e in frames[-HISTOGRAM_FRAMES:]], dtype=np.float64)
         with self._cond:

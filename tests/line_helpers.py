@@ -131,7 +131,7 @@ class Runtime:
 
 def need_mosquitto() -> None:
     if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip(f"{MOSQUITTO} is missing: make system-deps installs Debian's mosquitto")
+        pytest.skip(f"{MOSQUITTO} is missing: make test-deps installs Debian's mosquitto")
 
 
 class Broker:
@@ -249,5 +249,5 @@ def chromium_available() -> Optional[str]:
     """Why the browser tests cannot run here, or None."""
     for binary in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
         if not os.access(binary, os.X_OK):
-            return f"{binary} is missing: make system-deps installs Debian's chromium and chromium-driver"
+            return f"{binary} is missing: make test-deps installs Debian's chromium and chromium-driver"
     return None
