@@ -127,7 +127,9 @@ class Stream:
         self.live_source = check_source(opts.source).live  # a camera or stream: reopened when lost
         self.platform = resolve_platform(opts.platform)
         for text in outputs:
-            check_sink(parse_sink(text), self.platform, has_element)
+            choice = check_sink(parse_sink(text), self.platform, has_element)
+            if choice is not None and choice.note:
+                log(f"output {text}: {choice.note}")
         self.outputs = outputs
         name, why = choose_backend(opts.model, opts.backend)
         self.backend: Backend = open_backend(name, opts.model, opts.precision, threads=opts.threads)
