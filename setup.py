@@ -30,7 +30,7 @@ setup(
         "destseg.runtime.backends": "runtime/backends",
         "destseg.benchmarks": "benchmarks",
     },
-    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"]},
+    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"], "destseg.runtime": ["doctor_bundle/*"]},
     install_requires=["numpy", "opencv-python-headless", "scikit-learn"],
     extras_require={
         "train": TORCH + [
@@ -52,6 +52,7 @@ setup(
             "destseg-eval=destseg.train.evaluate:main",
             "destseg-export=destseg.export.cli:main",
             "destseg-runtime=destseg.runtime.cli:main",
+            "destseg-doctor=destseg.runtime.doctor:main",
             "destseg-bench=destseg.benchmarks.bench:main",
         ]
     },

@@ -270,7 +270,17 @@ def _cuda_driver():
     raise TensorRTError("no NVIDIA driver (libcuda) found: TensorRT needs an NVIDIA GPU; use the onnxruntime backend here")
 
 
-def _cuda_device(ordinal: int) -> Tuple[str, str]:
+def cuda_driver_version() -> str:
+    """The CUDA driver API version ("12.6") of this machine's driver, or a TensorRTError saying why there is none."""
+    lib = _cuda_driver()
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        raise TensorRTError("the NVIDIA driver does not say its CUDA version; check it with nvidia-smi or tegrastats")
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def cuda_device(ordinal: int = 0) -> Tuple[str, str]:
+    """(name, compute capability "8.7") of GPU ``ordinal``, through the driver API."""
     lib = _cuda_driver()
 
     def call(what: str, rc: int) -> None:
@@ -294,7 +304,7 @@ def _cuda_device(ordinal: int) -> Tuple[str, str]:
 def device_info(ordinal: int = 0) -> DeviceInfo:
     """This machine's GPU and TensorRT, or a TensorRTError saying which is missing."""
     trt = _import_trt()
-    name, cc = _cuda_device(ordinal)
+    name, cc = cuda_device(ordinal)
     return DeviceInfo(name, cc, trt.__version__)
 
 

@@ -330,7 +330,7 @@ def test_the_runtime_and_the_bench_import_no_other_stage():
     """Stages meet only through files: the runtime (TensorRT backend included) and destseg-bench read the
     bundle, never export's, calibration's or training's code."""
     modules = ["destseg.runtime.cli", "destseg.runtime.stream", "destseg.runtime.backends.onnxruntime",
-               "destseg.runtime.backends.tensorrt", "destseg.benchmarks.bench"]
+               "destseg.runtime.backends.tensorrt", "destseg.runtime.doctor", "destseg.benchmarks.bench"]
     code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
             "bad = [m for m in sys.modules if m.startswith(('destseg.export', 'destseg.calibration', 'destseg.train'))]\n"
             "assert not bad, bad")
