@@ -134,7 +134,7 @@ def device_access_check(accessible: Dict[str, bool]) -> Check:
     if denied:
         return Check("platform", "GPU device nodes", FAIL, f"this user (uid {os.getuid()}) cannot open {', '.join(denied)}",
                      "add the user to the video group (sudo usermod -aG video $USER, then log in again); in Docker add "
-                     "--group-add $(stat -c %g /dev/nvmap) (docker/jetson/run.sh does)")
+                     "--group-add $(stat -c %g /dev/nvmap)")
     return Check("platform", "GPU device nodes", OK, f"{', '.join(accessible)} open to this user")
 
 
