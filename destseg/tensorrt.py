@@ -223,16 +223,15 @@ def format_parser_errors(errors: Sequence[Any], onnx_name: str, node_names: Opti
 def installed_tensorrt_version() -> Optional[str]:
     """The TensorRT Python bindings' version, or None where there are none (read, not imported,
     where pip metadata exists; JetPack's apt package has none, so it is imported there)."""
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    try:
+        return importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        pass
     if importlib.util.find_spec("tensorrt") is None:
         return None
     try:
         import tensorrt
-    except ImportError:
+    except Exception:  # noqa: BLE001 - bindings that do not import (a NumPy ABI clash, say) have no usable version
         return None
     return getattr(tensorrt, "__version__", None)
 

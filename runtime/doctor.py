@@ -87,7 +87,7 @@ def run_checks(machine: Machine, platform: str, quick: bool, bundle: Path, frame
     if quick:
         return checks
     checks += camera_checks(platform, play_to_end)
-    checks += smoke_checks(bundle, platform, frames)
+    checks += smoke_checks(bundle, platform, frames, say=lambda line: print(f"destseg-doctor: {line}", file=sys.stderr, flush=True))
     return checks
 
 

@@ -174,8 +174,8 @@ NUMPY_ABI = re.compile(r"NumPy 1\.x|_ARRAY_API|numpy\.core\.multiarray failed|co
 def tensorrt_check(m: Machine, version: Optional[str], error: Optional[str]) -> Check:
     """TensorRT's Python bindings: present, importable, new enough, and JetPack's own on a Jetson."""
     name = "TensorRT"
-    if error is not None and version is not None and NUMPY_ABI.search(error):
-        return Check("libraries", name, FAIL, f"TensorRT {version} does not import: {error}",
+    if error is not None and NUMPY_ABI.search(error):
+        return Check("libraries", name, FAIL, f"TensorRT {version or '(apt bindings)'} does not import: {error}",
                      "pip install 'numpy<2' (JetPack's TensorRT bindings are built against NumPy 1.x)")
     if error is not None or version is None:
         detail = f"import tensorrt failed ({error})" if error else "not installed"
@@ -208,7 +208,7 @@ def pycuda_check(m: Machine, version: Optional[str], error: Optional[str], tenso
 
 def onnxruntime_check(version: Optional[str], providers: Sequence[str], error: Optional[str]) -> Check:
     if error is not None or version is None:
-        return Check("libraries", "ONNX Runtime", FAIL, f"import onnxruntime failed ({error or 'not installed'})",
+        return Check("libraries", "ONNX Runtime", FAIL, f"import onnxruntime failed ({error})" if error else "not installed",
                      "pip install onnxruntime (the CPU backend, and the reference the smoke test compares with)")
     return Check("libraries", "ONNX Runtime", OK, f"onnxruntime {version}, providers: {', '.join(providers)}")
 
@@ -239,24 +239,26 @@ def library_checks(m: Machine) -> List[Check]:
     trt_error = _import_error("tensorrt") if importlib.util.find_spec("tensorrt") else None
     trt = tensorrt_check(m, trt_version, trt_error)
     checks.append(trt)
-    pycuda_error = _import_error("pycuda.driver") if importlib.util.find_spec("pycuda") else "not installed"
-    checks.append(pycuda_check(m, _version("pycuda", "VERSION_TEXT") if pycuda_error is None else None,
-                               None if pycuda_error is None else pycuda_error, trt.status == OK))
+    if importlib.util.find_spec("pycuda") is None:
+        checks.append(pycuda_check(m, None, None, trt.status == OK))
+    else:
+        error = _import_error("pycuda.driver")
+        checks.append(pycuda_check(m, _version("pycuda", "VERSION_TEXT") if error is None else None, error, trt.status == OK))
     import numpy
 
     checks.append(Check("libraries", "NumPy", OK, f"numpy {numpy.__version__}"))
-    ort_error = _import_error("onnxruntime") if importlib.util.find_spec("onnxruntime") else "not installed"
-    if ort_error is None:
+    error = _import_error("onnxruntime") if importlib.util.find_spec("onnxruntime") else None
+    if importlib.util.find_spec("onnxruntime") is not None and error is None:
         import onnxruntime
 
         checks.append(onnxruntime_check(onnxruntime.__version__, onnxruntime.get_available_providers(), None))
     else:
-        checks.append(onnxruntime_check(None, (), ort_error))
-    checks.append(_openvino(m))
+        checks.append(onnxruntime_check(None, (), error))
+    checks.append(_openvino())
     return checks
 
 
-def _openvino(m: Machine) -> Check:
+def _openvino() -> Check:
     if importlib.util.find_spec("openvino") is None:
         return openvino_check(None, (), None)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -96,6 +96,13 @@ def backend_absent(name: str) -> Optional[str]:
 def why_not(name: str, precision: str, variants: List[str]) -> Optional[Tuple[str, str]]:
     """(status, reason) when this precision cannot run on this backend here or on this bundle, else None."""
     target = name
+    if name == "tensorrt":
+        from destseg.tensorrt import TensorRTError, build_recipe, installed_tensorrt_version
+
+        try:  # TensorRT 11 has no FP16 flag: the recipe says so, and how to get an FP16 model
+            build_recipe(installed_tensorrt_version() or "", precision)
+        except TensorRTError as exc:
+            return SKIP, str(exc)
     if name == "onnxruntime":
         import onnxruntime
 
@@ -107,8 +114,10 @@ def why_not(name: str, precision: str, variants: List[str]) -> Optional[Tuple[st
     return None
 
 
-def smoke_checks(bundle_path: Path, platform: str, count: int = FRAMES) -> List[Check]:
-    """Every backend x precision of :data:`PLAN` on ``count`` test:// frames, checked and timed."""
+def smoke_checks(bundle_path: Path, platform: str, count: int = FRAMES,
+                 say: Callable[[str], None] = lambda line: None) -> List[Check]:
+    """Every backend x precision of :data:`PLAN` on ``count`` test:// frames, checked and timed;
+    ``say`` hears which one starts (a first TensorRT build takes minutes on a Jetson)."""
     try:
         bundle = load_bundle(bundle_path)
     except BundleError as exc:
@@ -133,6 +142,7 @@ def smoke_checks(bundle_path: Path, platform: str, count: int = FRAMES) -> List[
             if skipped:
                 checks.append(Check("smoke", f"{name} {precision}", skipped[0], skipped[1]))
                 continue
+            say(f"smoke test: {name} {precision}" + (" (building its engine the first time)" if name == "tensorrt" else ""))
             check, outputs = _run_one(name, precision, bundle_path, frames, reference)
             checks.append(check)
             if (name, precision) == ("onnxruntime", "fp32"):
