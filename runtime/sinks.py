@@ -1,8 +1,8 @@
 """Every video output, from one URI: the one factory for ``--output`` (and the anomaly folder).
 
 ``display`` (autovideosink; nveglglessink on a Jetson), ``FILE.mp4`` / ``FILE.mkv`` (H.264 from
-the first encoder present: nvv4l2h264enc, x264enc, openh264enc; MPEG-4 or MJPEG where there
-is none), ``FILE.avi`` (MJPEG) and ``rtp://HOST:PORT`` (H.264 RTP over UDP). Each is an
+the first encoder that works here: nvv4l2h264enc, x264enc, openh264enc; MPEG-4 or MJPEG where
+none does), ``FILE.avi`` (MJPEG) and ``rtp://HOST:PORT`` (H.264 RTP over UDP). Each is an
 appsrc-fed pipeline described by a pure function (tested as strings for the Jetson) and
 started by ``open_sink`` once the first frame gives the size. Closing sends EOS and waits
 for it, which is what makes an MP4 playable (its index is written last).
