@@ -386,7 +386,7 @@ def test_real_implicit_int8_build_reads_another_versions_cache_with_a_dynamic_ba
     onnx_file = _tiny_onnx(tmp_path / "model.onnx")
     ranges = {"x": (0.0, 255.0), "nchw": (0.0, 255.0), "mean": (0.0, 255.0), "anomaly_map": (0.0, 1.0), "score": (0.0, 1.0)}
     cache = tmp_path / "calibration.cache"
-    cache.write_text(trt_cache.render(ranges, "8.6.1"))  # a header no installed TensorRT 8.5 or 10 accepts as is
+    cache.write_text(trt_cache.render(ranges, "8.6.1"))  # 8.6.1's header: refused as is by any other TensorRT
     engine = build_engine(onnx_file, "int8", tmp_path / "engines", min_batch=1, opt_batch=2, max_batch=4,
                           calibration_cache=cache)
     side = json.loads(sidecar_path(engine).read_text())
