@@ -30,7 +30,8 @@ setup(
         "destseg.runtime.backends": "runtime/backends",
         "destseg.benchmarks": "benchmarks",
     },
-    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"], "destseg.runtime": ["dashboard.html", "event.schema.json"]},
+    package_data={"destseg.export": ["tensorrt_onnx_ops.txt"],
+                  "destseg.runtime": ["dashboard.html", "event.schema.json", "doctor_bundle/*"]},
     install_requires=["numpy", "opencv-python-headless", "scikit-learn"],
     extras_require={
         "train": TORCH + [
@@ -53,6 +54,7 @@ setup(
             "destseg-eval=destseg.train.evaluate:main",
             "destseg-export=destseg.export.cli:main",
             "destseg-runtime=destseg.runtime.cli:main",
+            "destseg-doctor=destseg.runtime.doctor:main",
             "destseg-bench=destseg.benchmarks.bench:main",
         ]
     },

@@ -11,10 +11,20 @@ Everything that differs between TensorRT 8.5 (JetPack 5), 10.x (JetPack 6/7) and
 lives in :func:`build_recipe`, a pure function of the version string, so it is tested on
 machines without TensorRT. This module never imports torch, and imports tensorrt only
 inside the functions that build.
+
+Implicit INT8 (TensorRT before 11) reads a bundle's ``calibration.cache``. TensorRT only
+accepts a cache whose header names its own version ("TRT-8502-EntropyCalibration2" for
+8.5.2, "TRT-100300-..." for 10.3.0; any other is refused as "Calibration table does not
+match calibrator algorithm type" and it tries to calibrate without data), while the cache
+is written on a workstation that may have another TensorRT or none. So the builder reads
+the cache through a calibrator that rewrites the header for the TensorRT building
+(:func:`with_cache_header`); the scales, per tensor name, are what carry over.
 """
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -58,6 +68,7 @@ class BuildRecipe:
     network_flags: Tuple[str, ...]  # trt.NetworkDefinitionCreationFlag members
     builder_flags: Tuple[str, ...]  # trt.BuilderFlag members
     uses_calibrator: bool  # implicit INT8 (an IInt8Calibrator on the builder config)
+    calibration_cache_header: str = ""  # the first line this TensorRT wants in a calibration cache
 
 
 def default_cache_dir() -> Path:
@@ -89,7 +100,10 @@ def build_recipe(tensorrt_version: str, precision: str, calibrator: bool = False
     - 11.x removed weak typing: every network is strongly typed, the precision flags and
       the implicit INT8 calibrator are gone (an FP16 engine needs an FP16-typed ONNX);
     - 8.5 builds a Q/DQ graph with the INT8 flag, and is the last that needs the implicit
-      calibrator's cache for the INT8 path of older JetPacks.
+      calibrator's cache for the INT8 path of older JetPacks;
+    - the calibration cache's header carries NV_TENSORRT_VERSION, which is
+      major * 1000 + minor * 100 + patch before 10 and major * 10000 + minor * 100 + patch
+      from 10 (NvInferRuntimeCommon.h / NvInferRuntimeBase.h).
     """
     _check_precision(precision)
     major, minor = parse_version(tensorrt_version)
@@ -114,7 +128,9 @@ def build_recipe(tensorrt_version: str, precision: str, calibrator: bool = False
                 f"TensorRT {tensorrt_version} removed implicit INT8 calibration; build the bundle's "
                 f"Q/DQ model (int8_trt variant) without a calibrator"
             )
-        return BuildRecipe(explicit_batch, ("INT8",), True)
+        patch = int(re.match(r"^\s*\d+\.\d+(?:\.(\d+))?", str(tensorrt_version)).group(1) or 0)
+        number = major * (1000 if major < 10 else 10000) + minor * 100 + patch
+        return BuildRecipe(explicit_batch, ("INT8",), True, f"TRT-{number}-EntropyCalibration2")
     if major >= 11:
         return BuildRecipe((), (), False)  # strongly typed is the only mode
     if major >= 10:
@@ -137,17 +153,22 @@ def engine_key(
     precision: str,
     device: DeviceInfo,
     batch: Optional[Tuple[int, int, int]] = None,
+    calibration_sha256: Optional[str] = None,
 ) -> str:
     """A file-name-safe key that changes whenever the engine would be invalid.
 
     ``batch`` is the (min, opt, max) profile of a dynamic-batch graph; a static graph has none.
+    ``calibration_sha256`` is the calibration cache of an implicit-INT8 engine (new scales, new engine).
     """
     _check_precision(precision)
-    if not re.fullmatch(r"[0-9a-f]{64}", onnx_sha256):
-        raise TensorRTError(f"{onnx_sha256!r} is not a sha256 hex digest of the ONNX file")
+    for digest in (onnx_sha256, calibration_sha256 or "0" * 64):
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise TensorRTError(f"{digest!r} is not a sha256 hex digest of the ONNX file or calibration cache")
     key = f"{device_prefix(device)}-{precision}-{onnx_sha256[:16]}"
     if batch is not None:
         key += "-b{}-{}-{}".format(*batch)
+    if calibration_sha256 is not None:
+        key += f"-c{calibration_sha256[:8]}"
     return key
 
 
@@ -199,6 +220,30 @@ def format_parser_errors(errors: Sequence[Any], onnx_name: str, node_names: Opti
     return f"TensorRT's ONNX parser rejected {onnx_name} ({len(parts)} error{'s' if len(parts) > 1 else ''}): " + "; ".join(parts)
 
 
+def installed_tensorrt_version() -> Optional[str]:
+    """The TensorRT Python bindings' version, or None where there are none (read, not imported,
+    where pip metadata exists; JetPack's apt package has none, so it is imported there)."""
+    try:
+        return importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        import tensorrt
+    except Exception:  # noqa: BLE001 - bindings that do not import (a NumPy ABI clash, say) have no usable version
+        return None
+    return getattr(tensorrt, "__version__", None)
+
+
+def with_cache_header(cache: str, header: str) -> str:
+    """A calibration cache's text with its first (``TRT-<version>-<algorithm>``) line set to ``header``."""
+    first, _, scales = cache.partition("\n")
+    if not first.startswith("TRT-"):
+        raise TensorRTError("the calibration cache has no TRT- header line; re-export the bundle with destseg-export --int8")
+    return f"{header}\n{scales}"
+
+
 def _import_trt():
     try:
         import tensorrt
@@ -224,7 +269,17 @@ def _cuda_driver():
     raise TensorRTError("no NVIDIA driver (libcuda) found: TensorRT needs an NVIDIA GPU; use the onnxruntime backend here")
 
 
-def _cuda_device(ordinal: int) -> Tuple[str, str]:
+def cuda_driver_version() -> str:
+    """The CUDA driver API version ("12.6") of this machine's driver, or a TensorRTError saying why there is none."""
+    lib = _cuda_driver()
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        raise TensorRTError("the NVIDIA driver does not say its CUDA version; check it with nvidia-smi or tegrastats")
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def cuda_device(ordinal: int = 0) -> Tuple[str, str]:
+    """(name, compute capability "8.7") of GPU ``ordinal``, through the driver API."""
     lib = _cuda_driver()
 
     def call(what: str, rc: int) -> None:
@@ -248,7 +303,7 @@ def _cuda_device(ordinal: int) -> Tuple[str, str]:
 def device_info(ordinal: int = 0) -> DeviceInfo:
     """This machine's GPU and TensorRT, or a TensorRTError saying which is missing."""
     trt = _import_trt()
-    name, cc = _cuda_device(ordinal)
+    name, cc = cuda_device(ordinal)
     return DeviceInfo(name, cc, trt.__version__)
 
 
@@ -345,25 +400,31 @@ def build_engine(
     min_batch: Optional[int] = None,
     opt_batch: Optional[int] = None,
     max_batch: Optional[int] = None,
-    calibrator: Any = None,
+    calibration_cache: str | os.PathLike | None = None,
     device: Optional[DeviceInfo] = None,
     force: bool = False,
 ) -> Path:
     """Build (or find in ``out_dir``) the serialised engine for this ONNX, precision and GPU.
 
-    Pass min/opt/max batch for a dynamic-batch graph. ``calibrator`` is an IInt8Calibrator
-    for implicit INT8 on TensorRT before 11 (the Q/DQ graph needs none). Returns the plan's
-    path; its sidecar JSON sits beside it, the timing cache in the same folder.
+    Pass min/opt/max batch for a dynamic-batch graph. ``calibration_cache`` (a bundle's
+    calibration.cache) makes an implicit-INT8 engine from a float graph on TensorRT before 11,
+    its scales read through a calibrator that gives this TensorRT's header and no data (the
+    Q/DQ graph needs none). Returns the plan's path; its sidecar JSON sits beside it, the
+    timing cache in the same folder.
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise TensorRTError(f"ONNX file {onnx_path} does not exist; export a bundle with destseg-export first")
+    cache_path = Path(calibration_cache) if calibration_cache is not None else None
+    if cache_path is not None and not cache_path.is_file():
+        raise TensorRTError(f"calibration cache {cache_path} does not exist; re-export the bundle with destseg-export --int8")
     device = device or device_info()
-    recipe = build_recipe(device.tensorrt_version, precision, calibrator is not None)
+    recipe = build_recipe(device.tensorrt_version, precision, cache_path is not None)
     profile = batch_profile(min_batch, opt_batch, max_batch)
     onnx_sha = sha256_file(onnx_path)
+    cache_sha = sha256_file(cache_path) if cache_path is not None else None
     out_dir = Path(out_dir) if out_dir is not None else default_cache_dir()
-    key = engine_key(onnx_sha, precision, device, profile)
+    key = engine_key(onnx_sha, precision, device, profile, cache_sha)
     engine = engine_path(out_dir, key)
     if not force and cached_engine(engine, key, onnx_sha):
         log.info("using cached TensorRT engine %s", engine)
@@ -385,9 +446,12 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     for name in recipe.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    opt_profile = _add_profile(builder, network, config, profile, onnx_path.name)
     if recipe.uses_calibrator:
-        config.int8_calibrator = calibrator
-    _add_profile(builder, network, config, profile, onnx_path.name)
+        cache = with_cache_header(cache_path.read_text(), recipe.calibration_cache_header)
+        config.int8_calibrator = _cache_calibrator(trt, cache.encode(), profile[1] if opt_profile is not None else 1)
+        if opt_profile is not None:  # "must be set if int8 calibration is used ... with runtime dimensions"
+            config.set_calibration_profile(opt_profile)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     timing_file = timing_cache_path(out_dir, device)
@@ -409,13 +473,37 @@ def build_engine(
     write_sidecar(engine, key, onnx_path, onnx_sha, precision, device, profile, seconds,
                   workspace_gb=workspace_gb, network_flags=list(recipe.network_flags),
                   builder_flags=list(recipe.builder_flags), implicit_int8_calibrator=recipe.uses_calibrator,
-                  timing_cache=timing_file.name)
+                  calibration_cache_sha256=cache_sha, timing_cache=timing_file.name)
     log.info("TensorRT engine %s built in %.0f s", engine, seconds)
     return engine
 
 
-def _add_profile(builder, network, config, profile: Optional[Tuple[int, int, int]], onnx_name: str) -> None:
-    """An optimisation profile for a dynamic batch; only the batch dimension may be dynamic."""
+def _cache_calibrator(trt, cache: bytes, batch: int):
+    """An entropy calibrator that hands TensorRT ``cache`` and never a batch: every scale is in the
+    cache, and the device has no calibration images (the workstation calibrated)."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return batch
+
+        def get_batch(self, names):
+            return None  # asked only if TensorRT rejects the cache; the build then fails with its message
+
+        def read_calibration_cache(self) -> bytes:
+            return cache
+
+        def write_calibration_cache(self, data) -> None:
+            pass  # the bundle's cache stays as exported
+
+    return CacheCalibrator()
+
+
+def _add_profile(builder, network, config, profile: Optional[Tuple[int, int, int]], onnx_name: str) -> Any:
+    """An optimisation profile for a dynamic batch (returned), None for a static graph; only the
+    batch dimension may be dynamic."""
     dynamic = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
@@ -429,12 +517,13 @@ def _add_profile(builder, network, config, profile: Optional[Tuple[int, int, int
     if not dynamic:
         if profile is not None:
             log.warning("%s has a static batch; ignoring the batch profile %s", onnx_name, profile)
-        return
+        return None
     opt_profile = builder.create_optimization_profile()
     for name, rest in dynamic:
         lo, opt, hi = profile
         opt_profile.set_shape(name, (lo, *rest), (opt, *rest), (hi, *rest))
     config.add_optimization_profile(opt_profile)
+    return opt_profile
 
 
 def bundle_batch_profile(bundle: Bundle, batch_size: int = 1) -> Optional[Tuple[int, int, int]]:

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -42,6 +42,12 @@ def torch_device_info() -> DeviceInfo:
     return DeviceInfo(torch.cuda.get_device_name(), f"{major}.{minor}", tensorrt.__version__)
 
 
+def compile_settings(precision: str) -> Dict[str, Any]:
+    """torch_tensorrt.compile's precision options: the kernels it may choose, for every version
+    (a ``.half()`` module with ``enabled_precisions`` left at FP32 may still get FP32 kernels)."""
+    return {"enabled_precisions": {torch.float16 if precision == "fp16" else torch.float32}}
+
+
 def compile_engine(
     fused: FusedDeSTSeg,
     precision: str,
@@ -53,8 +59,10 @@ def compile_engine(
 ) -> Path:
     """Compile ``fused`` with torch_tensorrt.compile(ir="dynamo") and save it beside a sidecar.
 
-    FP16 runs the whole module in half precision (its outputs stay float32), which both
-    older (enabled_precisions) and newer (explicit typing) torch-tensorrt honour.
+    FP16 runs the whole module in half precision (its outputs stay float32), which newer
+    torch-tensorrt (explicit typing, the default from 2.9) builds as FP16; older ones build
+    only the precisions in ``enabled_precisions`` (default FP32 alone), so it is passed too
+    (:func:`compile_settings`).
     """
     import torch_tensorrt
 
@@ -73,7 +81,7 @@ def compile_engine(
     else:
         spec = torch_tensorrt.Input(tuple(example.shape), dtype=example.dtype)
     start = time.perf_counter()
-    compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=[spec])
+    compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=[spec], **compile_settings(precision))
     seconds = time.perf_counter() - start
 
     onnx_sha = sha256_file(onnx_path)

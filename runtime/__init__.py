@@ -19,6 +19,9 @@ A frame's path, one file per step (read them in this order):
 - ``stream.py``: the loop that ties them together (stop, reconnect, EOS on SIGINT);
   ``cli.py`` is ``destseg-runtime``.
 
+``doctor.py`` is ``destseg-doctor``: it checks every one of those paths on the box it runs
+on (``doctor_checks.py``) and runs test frames through each backend (``doctor_smoke.py``).
+
 Nothing here imports torch (only the ``torch`` backend does, lazily) nor another stage's
 code: the bundle on disk is all it reads. Benchmarking it is ``destseg.benchmarks``.
 """

@@ -2,7 +2,10 @@
 
 Sources and sinks describe their pipelines as strings (pure functions, testable without the
 elements); this module turns a string into a running pipeline, answers which elements exist
-(Jetson or generic desktop), and reads errors off the bus as one-line messages.
+(Jetson or generic desktop) and whether a finite pipeline runs to its end here
+(:func:`play_to_end`: an element can be registered and still fail at start, like
+nvv4l2h264enc on an Orin Nano, which has no NVENC), and reads errors off the bus as
+one-line messages.
 """
 from __future__ import annotations
 
@@ -109,6 +112,27 @@ def wait_for_eos(pipeline: Any, timeout_s: float) -> Optional[str]:
     if message.type == Gst.MessageType.ERROR:
         return message_text(message)
     return None
+
+
+def play_to_end(description: str, timeout_s: float) -> Optional[str]:
+    """Run a finite pipeline (a source with num-buffers) to EOS: None when it got there, else why not.
+
+    Parsing, the state change to PLAYING and the bus are all checked, so a missing element,
+    a device that cannot be opened and a caps mismatch each come back as one line.
+    """
+    Gst = gst()
+    from gi.repository import GLib
+
+    try:
+        pipeline = Gst.parse_launch(description)
+    except GLib.Error as exc:
+        return exc.message
+    try:
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            return pop_error(pipeline) or "the pipeline refused to start"
+        return wait_for_eos(pipeline, timeout_s)
+    finally:
+        stop(pipeline)
 
 
 def stop(pipeline: Any) -> None:

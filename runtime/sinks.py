@@ -1,30 +1,38 @@
 """Every video output, from one URI: the one factory for ``--output`` (and the anomaly folder).
 
 ``display`` (autovideosink; nveglglessink on a Jetson), ``FILE.mp4`` / ``FILE.mkv`` (H.264 from
-the first encoder present: nvv4l2h264enc, x264enc, openh264enc; MPEG-4 or MJPEG where there
-is none), ``FILE.avi`` (MJPEG) and ``rtp://HOST:PORT`` (H.264 RTP over UDP). Each is an
+the first encoder that works here: nvv4l2h264enc, x264enc, openh264enc; MPEG-4 or MJPEG where
+none does), ``FILE.avi`` (MJPEG) and ``rtp://HOST:PORT`` (H.264 RTP over UDP). Each is an
 appsrc-fed pipeline described by a pure function (tested as strings for the Jetson) and
 started by ``open_sink`` once the first frame gives the size. Closing sends EOS and waits
 for it, which is what makes an MP4 playable (its index is written last).
+
+Frames go in as RGBA: nvvidconv, the Jetson's converter in front of nveglglessink and
+nvv4l2h264enc, takes no packed RGB (:data:`destseg.runtime.jetson_caps.ACCEPTS`), and
+4-byte pixels need no row padding. An encoder is used only if it encodes a frame here
+(:func:`encoder_problem`): Orin Nano registers nvv4l2h264enc but has no NVENC, so the
+element fails at start ("Cannot identify device '/dev/v4l2-nvenc'"); the next one is taken
+and the reason said.
 
 Files apply back-pressure (every frame is encoded); display and RTP drop frames in a leaky
 queue rather than delay the stream.
 """
 from __future__ import annotations
 
+import functools
 import os
 import urllib.parse
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from destseg.images import write_image
 from destseg.runtime.errors import SinkError
-from destseg.runtime.gst import gst, has_element, parse_pipeline, pop_error, stop, wait_for_eos
+from destseg.runtime.gst import gst, has_element, parse_pipeline, play_to_end, pop_error, stop, wait_for_eos
 
 CONTAINERS = {".mp4": "mp4", ".mkv": "mkv", ".avi": "avi"}
 MUXERS = {"mp4": "mp4mux", "mkv": "matroskamux", "avi": "avimux"}
@@ -32,6 +40,8 @@ H264_ENCODERS = ("nvv4l2h264enc", "x264enc", "openh264enc")
 # What each container takes when no H.264 encoder is installed.
 FALLBACK_ENCODERS = {"mp4": ("avenc_mpeg4",), "mkv": ("jpegenc",), "avi": ("jpegenc",), "rtp": ()}
 EOS_TIMEOUT_S = 10.0
+FRAME_FORMAT = "RGBA"  # what appsrc pushes (nvvidconv takes RGBA and BGRx, not RGB)
+PROBE_TIMEOUT_S = 10.0  # one 64 x 64 frame through an encoder; a hardware encoder opens in well under a second
 
 
 @dataclass(frozen=True)
@@ -64,20 +74,55 @@ def parse_sink(text: str) -> SinkSpec:
     return SinkSpec("file", str(path), container)
 
 
-def choose_encoder(container: str, available: Callable[[str], bool]) -> str:
-    """The first encoder present for a container: H.264 (hardware first), else the container's fallback."""
+@dataclass(frozen=True)
+class EncoderChoice:
+    """The encoder an output will use, and the ones present that were passed over (with why)."""
+
+    name: str
+    passed_over: Tuple[str, ...] = ()
+
+    @property
+    def note(self) -> Optional[str]:
+        """One line for the log when a preferred encoder is installed but cannot encode here."""
+        if not self.passed_over:
+            return None
+        return f"encoding with {self.name}: {'; '.join(self.passed_over)}"
+
+
+def encoder_probe(encoder: str) -> str:
+    """One RGBA frame, as appsrc pushes it, through the encoder's own chain into fakesink."""
+    caps = f"video/x-raw,format={FRAME_FORMAT},width=64,height=64,framerate=30/1"
+    return f"videotestsrc num-buffers=1 ! {caps} ! {encoder_chain(encoder, 30.0, 1000)} ! fakesink"
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_problem(encoder: str) -> Optional[str]:
+    """None when ``encoder`` encodes a frame here, else why not; probed once per process."""
+    return play_to_end(encoder_probe(encoder), PROBE_TIMEOUT_S)
+
+
+def choose_encoder(container: str, available: Callable[[str], bool],
+                   problem: Callable[[str], Optional[str]] = encoder_problem) -> EncoderChoice:
+    """The first encoder for a container that is installed and encodes a frame here: H.264
+    (hardware first), else the container's fallback. ``problem`` says why one cannot."""
     candidates = (H264_ENCODERS if container != "avi" else ()) + FALLBACK_ENCODERS[container]
+    passed_over = []
     for name in candidates:
-        if available(name):
-            return name
+        if not available(name):
+            continue
+        why = problem(name)
+        if why is None:
+            return EncoderChoice(name, tuple(passed_over))
+        passed_over.append(f"{name} is installed but cannot encode here ({why})")
+    tried = "; ".join(passed_over) or f"none of {', '.join(candidates)} is installed"
     raise SinkError(
-        f"no encoder for {container} here (tried {', '.join(candidates)}); install gstreamer1.0-plugins-ugly "
+        f"no encoder for {container} here ({tried}); install gstreamer1.0-plugins-ugly "
         f"(x264enc) or write .avi (MJPEG)"
     )
 
 
 def encoder_chain(encoder: str, fps: float, bitrate_kbps: int) -> str:
-    """Conversion from RGB and the encoder, with its low-latency settings."""
+    """Conversion from the RGBA frames and the encoder, with its low-latency settings."""
     key_interval = max(1, round(fps))
     if encoder == "nvv4l2h264enc":
         return (f"nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! "
@@ -90,7 +135,7 @@ def encoder_chain(encoder: str, fps: float, bitrate_kbps: int) -> str:
     if encoder == "avenc_mpeg4":
         return f"videoconvert ! video/x-raw,format=I420 ! avenc_mpeg4 bitrate={bitrate_kbps * 1000}"
     if encoder == "jpegenc":
-        return "videoconvert ! jpegenc quality=85"  # RGB in: libjpeg converts to full-range YCbCr as JFIF expects
+        return "videoconvert ! jpegenc quality=85"  # RGB(x) in: libjpeg converts to full-range YCbCr as JFIF expects
     raise SinkError(f"unknown encoder {encoder}")
 
 
@@ -101,10 +146,10 @@ def _rate(fps: float) -> str:
 
 def sink_pipeline(spec: SinkSpec, width: int, height: int, fps: float, platform: str,
                   encoder: Optional[str] = None, bitrate_kbps: int = 4000) -> str:
-    """The gst-launch description of an output fed RGB frames by appsrc ``src``."""
-    caps = f"video/x-raw,format=RGB,width={width},height={height},framerate={_rate(fps)}"
+    """The gst-launch description of an output fed RGBA frames by appsrc ``src``."""
+    caps = f"video/x-raw,format={FRAME_FORMAT},width={width},height={height},framerate={_rate(fps)}"
     file = spec.kind == "file"
-    frame_bytes = width * height * 3
+    frame_bytes = width * height * 4
     # Files block the stream when the encoder lags (every frame is kept); live outputs leak.
     src = (f'appsrc name=src format=time is-live=false caps="{caps}" '
            + (f"block=true max-bytes={4 * frame_bytes}" if file else "block=false"))
@@ -124,7 +169,8 @@ def sink_pipeline(spec: SinkSpec, width: int, height: int, fps: float, platform:
 
 
 def check_sink(spec: SinkSpec, platform: str, available: Callable[[str], bool],
-               environ: Mapping[str, str] = os.environ) -> Optional[str]:
+               environ: Mapping[str, str] = os.environ,
+               problem: Callable[[str], Optional[str]] = encoder_problem) -> Optional[EncoderChoice]:
     """Before anything starts: the encoder this output will use (None for display), or a SinkError.
 
     Without a display server autovideosink quietly renders nowhere, so that is an error here.
@@ -137,21 +183,16 @@ def check_sink(spec: SinkSpec, platform: str, available: Callable[[str], bool],
         if not available(needed):
             raise SinkError(f"no {needed} element for --output display; use --headless or an output file")
         return None
-    return choose_encoder(spec.container, available)
+    return choose_encoder(spec.container, available, problem)
 
 
-def packed_rows(rgb: np.ndarray) -> bytes:
-    """RGB bytes with each row padded to 4 bytes, the stride GStreamer assumes for RGB."""
-    row = rgb.shape[1] * 3
-    if row % 4 == 0:
-        return rgb.tobytes()
-    padded = np.zeros((rgb.shape[0], row + (-row) % 4), dtype=np.uint8)
-    padded[:, :row] = rgb.reshape(rgb.shape[0], row)
-    return padded.tobytes()
+def rgba_bytes(rgb: np.ndarray) -> bytes:
+    """An H x W x 3 RGB frame as the RGBA bytes appsrc pushes (4-byte pixels: no row padding)."""
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2RGBA).tobytes()
 
 
 class VideoSink:
-    """A running output pipeline that takes RGB frames with timestamps."""
+    """A running output pipeline that takes RGB frames with timestamps (pushed as RGBA)."""
 
     def __init__(self, text: str, width: int, height: int, fps: float, platform: str,
                  encoder: Optional[str], bitrate_kbps: int = 4000) -> None:
@@ -176,7 +217,7 @@ class VideoSink:
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         pts = max(int(timestamp_s * 1e9), self._last_pts + 1)
         self._last_pts = pts
-        buffer = Gst.Buffer.new_wrapped(packed_rows(rgb))
+        buffer = Gst.Buffer.new_wrapped(rgba_bytes(rgb))
         buffer.pts = pts
         buffer.duration = self._duration
         result = self._src.emit("push-buffer", buffer)
@@ -194,8 +235,8 @@ class VideoSink:
 
 def open_sink(text: str, width: int, height: int, fps: float, platform: str, bitrate_kbps: int = 4000) -> VideoSink:
     """Start the output named by ``text`` for frames of ``width`` x ``height`` at ``fps``."""
-    encoder = check_sink(parse_sink(text), platform, has_element)
-    return VideoSink(text, width, height, fps, platform, encoder, bitrate_kbps)
+    choice = check_sink(parse_sink(text), platform, has_element)
+    return VideoSink(text, width, height, fps, platform, choice.name if choice else None, bitrate_kbps)
 
 
 class AnomalyFolder:

@@ -26,6 +26,7 @@ from destseg.images import list_images
 from destseg.runtime.cameras import CameraMode, camera_mode, missing_camera_message, video_devices
 from destseg.runtime.errors import SourceError
 from destseg.runtime.frames import FrameReader, GstFrameReader, ImageFolderReader
+from destseg.runtime.jetson_caps import accepts
 
 # videotestsrc's patterns (GStreamer 1.16 to 1.24).
 TEST_PATTERNS = (
@@ -35,6 +36,10 @@ TEST_PATTERNS = (
 )
 # nvvidconv's "Nicest" interpolation: closest on the Jetson to the area resize of calibration.
 JETSON_INTERPOLATION = 5
+# MJPEG to raw frames. NVIDIA's decoder needs jpegparse in front of it to get whole JPEG frames
+# with their caps (DeepStream's Gst-nvvideo4linux2 guide: "you must use the open source
+# jpegparse plugin before the decoder"; jpegparse is in gstreamer1.0-plugins-bad).
+MJPEG_DECODERS = {"jetson": "jpegparse ! nvv4l2decoder mjpeg=1", "generic": "jpegdec"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,9 @@ def source_head(
             raise SourceError(f"no mode chosen for camera {spec.location}")
         head = f"v4l2src device={_quote(spec.location)} ! {mode.caps()}"
         if mode.format is None:  # MJPEG
-            head += " ! nvv4l2decoder mjpeg=1" if jetson else " ! jpegdec"
+            head += f" ! {MJPEG_DECODERS['jetson' if jetson else 'generic']}"
+        elif jetson and not accepts("nvvidconv", mode.format):
+            head += " ! videoconvert"  # a raw format nvvidconv cannot take (RGB, BGR, GRAY16_LE, ...)
         return head
     if spec.kind == "csi":
         if not jetson:

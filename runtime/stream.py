@@ -148,7 +148,9 @@ class Stream:
         publishers = make_publishers(opts.mqtt, opts.webhooks, log)
         self.platform = resolve_platform(opts.platform)
         for text in outputs:
-            check_sink(parse_sink(text), self.platform, has_element)
+            choice = check_sink(parse_sink(text), self.platform, has_element)
+            if choice is not None and choice.note:
+                log(f"output {text}: {choice.note}")
         self.outputs = outputs
         name, why = choose_backend(opts.model, opts.backend)
         self.backend: Backend = open_backend(name, opts.model, opts.precision, threads=opts.threads)

@@ -17,7 +17,8 @@ from destseg.images import write_image
 from destseg.benchmarks.bench import main
 from destseg.benchmarks.bench_report import accuracy_for
 from destseg.benchmarks.bench_results import BenchError, Config
-from destseg.benchmarks.machine import cpu_info, jetson_info
+from destseg.benchmarks.machine import cpu_info
+from destseg.hardware import jetson_info
 from destseg.latency import STATISTICS, latency_statistics
 
 SIZE = 64

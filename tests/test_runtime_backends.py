@@ -247,6 +247,35 @@ def test_bf16_is_used_only_where_the_cpu_has_it():
     assert resolve_precision("fp32", True) == "fp32"
 
 
+# tensorrt.DataType's members and their itemsize in bytes, as NVIDIA documents them (Python API
+# "DataType" pages; the bindings' python/src/infer/pyFoundationalTypes.cpp on the release/8.5,
+# release/10.3 and release/10.13 branches of NVIDIA/TensorRT). JetPack 5.1 ships 8.5.2,
+# JetPack 6.1/6.2 10.3, JetPack 7 10.13.
+TRT_DATA_TYPES = {
+    "8.5": {"FLOAT": 4, "HALF": 2, "INT8": 1, "INT32": 4, "BOOL": 1, "UINT8": 1},
+    "10.3": {"FLOAT": 4, "HALF": 2, "BF16": 2, "INT8": 1, "INT32": 4, "INT64": 8, "BOOL": 1, "UINT8": 1,
+             "FP8": 1, "INT4": 0.5},
+    "10.13": {"FLOAT": 4, "HALF": 2, "BF16": 2, "INT8": 1, "INT32": 4, "INT64": 8, "BOOL": 1, "UINT8": 1,
+              "FP8": 1, "INT4": 0.5, "FP4": 0.5, "E8M0": 1},
+}
+NUMPY_KIND = {"FLOAT": "f", "HALF": "f", "INT8": "i", "INT32": "i", "INT64": "i", "BOOL": "b", "UINT8": "u"}
+
+
+@pytest.mark.parametrize("version", sorted(TRT_DATA_TYPES))
+def test_every_tensorrt_data_type_has_a_numpy_dtype_or_a_clear_refusal(version):
+    """Our table replaces trt.nptype, whose TensorRT 8.5.2 version (JetPack 5.1) uses np.bool, gone in NumPy 1.24."""
+    from destseg.runtime.backends.tensorrt import numpy_dtype
+
+    for name, itemsize in TRT_DATA_TYPES[version].items():
+        if name in NUMPY_KIND:
+            dtype = numpy_dtype(name)
+            assert (dtype.itemsize, dtype.kind) == (itemsize, NUMPY_KIND[name]), name
+        else:  # BF16 and the 8/4-bit floats: NumPy has no such type
+            with pytest.raises(BackendError, match=f"anomaly_map is {name}, which has no NumPy type"):
+                numpy_dtype(name, "anomaly_map")
+    assert numpy_dtype("UINT8") == np.uint8 and numpy_dtype("FLOAT") == np.float32  # the bundle's input and outputs
+
+
 def test_tensorrt_backend_matches_onnxruntime(bundle):
     from destseg.runtime.backends import why_no_tensorrt_backend
 

@@ -17,7 +17,9 @@ from destseg.images import write_image
 from destseg.runtime.cameras import MJPEG, RAW, CameraMode, missing_camera_message, parse_modes, pick_mode
 from destseg.runtime.errors import SinkError, SourceError
 from destseg.runtime.reconnect import backoff_delay, reopen
-from destseg.runtime.sinks import check_sink, choose_encoder, packed_rows, parse_sink, sink_pipeline
+from destseg.runtime.gst import play_to_end
+from destseg.runtime.sinks import (EncoderChoice, check_sink, choose_encoder, encoder_probe, encoder_problem, parse_sink,
+                                     rgba_bytes, sink_pipeline)
 from destseg.runtime.sources import open_source, parse_source, source_pipeline
 
 # What a USB 2 webcam (Logitech C920 class) reports: raw YUY2 is slow at high resolutions, MJPEG is not.
@@ -101,7 +103,7 @@ def test_mjpeg_camera_is_decoded_with_jpegdec_or_the_jetson_decoder():
     assert 'v4l2src device="/dev/video1" ! image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegdec ! videoconvert' in generic
     assert parses(generic)
     jetson = source_pipeline(spec, 256, "jetson", mode=MJPEG_1080)
-    assert "image/jpeg,width=1920,height=1080,framerate=30/1 ! nvv4l2decoder mjpeg=1 ! tee name=t" in jetson
+    assert "image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegparse ! nvv4l2decoder mjpeg=1 ! tee name=t" in jetson
     assert "nvvidconv interpolation-method=5 ! video/x-raw,format=RGBA,width=256,height=256 ! appsink name=model" in jetson
     assert "jpegdec" not in jetson and "videoconvert" not in jetson
 
@@ -188,14 +190,54 @@ def test_output_uris_name_their_sink(tmp_path):
             parse_sink(bad)
 
 
+def _works(encoder: str):
+    return None
+
+
 def test_encoder_choice_prefers_hardware_h264_and_falls_back_per_container():
-    assert choose_encoder("mp4", lambda e: e in ("nvv4l2h264enc", "x264enc")) == "nvv4l2h264enc"
-    assert choose_encoder("mp4", lambda e: e in ("x264enc", "jpegenc")) == "x264enc"
-    assert choose_encoder("mp4", lambda e: e == "avenc_mpeg4") == "avenc_mpeg4"
-    assert choose_encoder("mkv", lambda e: e == "jpegenc") == "jpegenc"
-    assert choose_encoder("avi", lambda e: True) == "jpegenc"
+    assert choose_encoder("mp4", lambda e: e in ("nvv4l2h264enc", "x264enc"), _works) == EncoderChoice("nvv4l2h264enc")
+    assert choose_encoder("mp4", lambda e: e in ("x264enc", "jpegenc"), _works).name == "x264enc"
+    assert choose_encoder("mp4", lambda e: e == "avenc_mpeg4", _works).name == "avenc_mpeg4"
+    assert choose_encoder("mkv", lambda e: e == "jpegenc", _works).name == "jpegenc"
+    assert choose_encoder("avi", lambda e: True, _works).name == "jpegenc"
     with pytest.raises(SinkError, match="no encoder for rtp"):
-        choose_encoder("rtp", lambda e: e == "jpegenc")
+        choose_encoder("rtp", lambda e: e == "jpegenc", _works)
+
+
+def test_a_registered_encoder_that_cannot_start_is_passed_over_and_said_so():
+    """Orin Nano: nvv4l2h264enc is registered but there is no NVENC (dusty-nv/jetson-utils#197)."""
+    no_nvenc = {"nvv4l2h264enc": "nvv4l2h264enc0: Cannot identify device '/dev/v4l2-nvenc'."}
+    choice = choose_encoder("mp4", lambda e: True, no_nvenc.get)
+    assert choice.name == "x264enc"
+    assert choice.note == ("encoding with x264enc: nvv4l2h264enc is installed but cannot encode here "
+                           "(nvv4l2h264enc0: Cannot identify device '/dev/v4l2-nvenc'.)")
+    assert choose_encoder("mp4", lambda e: True, _works).note is None
+    with pytest.raises(SinkError, match="nvv4l2h264enc is installed but cannot encode here .*install gstreamer1.0-plugins-ugly"):
+        choose_encoder("rtp", lambda e: e == "nvv4l2h264enc", no_nvenc.get)
+
+
+def test_encoders_are_probed_with_real_gstreamer():
+    """x264enc encodes a frame here; an element that fails to open its device (what nvv4l2h264enc does without
+    NVENC, through the same gst-v4l2 code) is passed over with GStreamer's own message."""
+    assert encoder_problem("x264enc") is None
+    if not _installed("nvv4l2h264enc"):
+        assert encoder_problem("nvv4l2h264enc") is not None
+    missing_device = "v4l2src device=/dev/nonexistent-nvenc num-buffers=1 ! fakesink"
+
+    def probe(encoder):
+        return play_to_end(missing_device, 5.0) if encoder == "nvv4l2h264enc" else encoder_problem(encoder)
+
+    choice = choose_encoder("mp4", lambda e: e in ("nvv4l2h264enc", "x264enc"), probe)
+    assert choice.name == "x264enc"
+    assert "nvv4l2h264enc is installed but cannot encode here" in choice.note
+    assert "Cannot identify device '/dev/nonexistent-nvenc'" in choice.note
+    assert check_sink(parse_sink("rtp://h:5000"), "generic", lambda e: e == "x264enc", {}, probe).name == "x264enc"
+
+
+def _installed(element: str) -> bool:
+    from destseg.runtime.gst import has_element
+
+    return has_element(element)
 
 
 def test_display_needs_a_display_server():
@@ -205,13 +247,13 @@ def test_display_needs_a_display_server():
         check_sink(display, "generic", lambda e: True, {})
     with pytest.raises(SinkError, match="no nveglglessink element"):
         check_sink(display, "jetson", lambda e: e != "nveglglessink", {"WAYLAND_DISPLAY": "wayland-0"})
-    assert check_sink(parse_sink("rtp://h:5000"), "generic", lambda e: e == "x264enc", {}) == "x264enc"
+    assert check_sink(parse_sink("rtp://h:5000"), "generic", lambda e: e == "x264enc", {}, _works).name == "x264enc"
 
 
 def test_sink_pipelines_for_jetson_and_generic(tmp_path):
     mp4 = parse_sink(str(tmp_path / "o.mp4"))
     jetson = sink_pipeline(mp4, 1920, 1080, 30, "jetson", "nvv4l2h264enc")
-    assert jetson.startswith('appsrc name=src format=time is-live=false caps="video/x-raw,format=RGB,width=1920,height=1080,'
+    assert jetson.startswith('appsrc name=src format=time is-live=false caps="video/x-raw,format=RGBA,width=1920,height=1080,'
                              'framerate=30/1" block=true')
     assert "nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc" in jetson
     assert jetson.endswith(f'h264parse ! mp4mux ! filesink location="{tmp_path / "o.mp4"}"')
@@ -225,13 +267,27 @@ def test_sink_pipelines_for_jetson_and_generic(tmp_path):
         assert parses(text)
 
 
-def test_rgb_rows_are_padded_to_the_stride_gstreamer_expects():
+def test_frames_are_pushed_as_rgba_whatever_the_width():
     import numpy as np
 
-    odd = np.arange(2 * 5 * 3, dtype=np.uint8).reshape(2, 5, 3)  # 15-byte rows -> 16
-    data = packed_rows(odd)
-    assert len(data) == 32 and data[:15] == odd[0].tobytes() and data[16:31] == odd[1].tobytes()
-    assert packed_rows(np.zeros((2, 4, 3), np.uint8)) == bytes(24)
+    odd = np.arange(2 * 5 * 3, dtype=np.uint8).reshape(2, 5, 3)  # 15-byte RGB rows: RGBA needs no padding
+    data = np.frombuffer(rgba_bytes(odd[:, :, :]), np.uint8).reshape(2, 5, 4)
+    assert (data[:, :, :3] == odd).all() and (data[:, :, 3] == 255).all()
+
+
+def test_file_outputs_encode_rgba_frames_with_real_gstreamer(tmp_path):
+    """RGBA from appsrc through videoconvert into the software encoders, to finalised files (38 x 22:
+    RGB rows of 114 bytes, which needed padding when frames went in as RGB)."""
+    import numpy as np
+
+    from destseg.runtime.sinks import open_sink
+
+    for name in ("o.avi", "o.mkv"):
+        sink = open_sink(str(tmp_path / name), 38, 22, 10.0, "generic")
+        for i in range(3):
+            sink.write(np.full((22, 38, 3), 40 * i, np.uint8), i / 10.0)
+        assert sink.close() is None
+        assert (tmp_path / name).stat().st_size > 0
 
 
 # --- reconnect backoff --------------------------------------------------------------------------
@@ -274,7 +330,7 @@ def test_the_runtime_and_the_bench_import_no_other_stage():
     """Stages meet only through files: the runtime (TensorRT backend included) and destseg-bench read the
     bundle, never export's, calibration's or training's code."""
     modules = ["destseg.runtime.cli", "destseg.runtime.stream", "destseg.runtime.backends.onnxruntime",
-               "destseg.runtime.backends.tensorrt", "destseg.benchmarks.bench"]
+               "destseg.runtime.backends.tensorrt", "destseg.runtime.doctor", "destseg.benchmarks.bench"]
     code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
             "bad = [m for m in sys.modules if m.startswith(('destseg.export', 'destseg.calibration', 'destseg.train'))]\n"
             "assert not bad, bad")

@@ -23,6 +23,7 @@ from destseg.tensorrt import (
     format_parser_errors,
     sidecar_path,
     timing_cache_path,
+    with_cache_header,
 )
 
 ORIN = DeviceInfo("Orin (nvgpu)", "8.7", "10.3.0.30")
@@ -56,6 +57,39 @@ def test_implicit_int8_calibrator_only_before_tensorrt_11():
         build_recipe("11.0.0", "int8", calibrator=True)
 
 
+@pytest.mark.parametrize("version, header", [
+    ("8.5.2.2", "TRT-8502-EntropyCalibration2"),  # JetPack 5.1.x
+    ("8.6.2", "TRT-8602-EntropyCalibration2"),  # JetPack 6.0
+    ("10.3.0.30", "TRT-100300-EntropyCalibration2"),  # JetPack 6.1/6.2: NV_TENSORRT_VERSION is major * 10000 from 10
+    ("10.13", "TRT-101300-EntropyCalibration2"),
+])
+def test_the_calibration_cache_header_follows_the_tensorrt_version(version, header):
+    assert build_recipe(version, "int8", calibrator=True).calibration_cache_header == header
+    assert build_recipe(version, "int8").calibration_cache_header == ""  # the Q/DQ graph reads no cache
+
+
+def test_the_device_builder_rewrites_a_cache_header_for_its_own_tensorrt(tmp_path):
+    from destseg.calibration import trt_cache
+
+    cache = trt_cache.render({"image": (0.0, 255.0), "/conv1/Conv_output_0": (-3.0, 2.0)}, "8.5.2")
+    assert cache.splitlines()[0] == "TRT-8502-EntropyCalibration2"
+    rewritten = with_cache_header(cache, build_recipe("10.3.0.30", "int8", calibrator=True).calibration_cache_header)
+    (tmp_path / "device.cache").write_text(rewritten)
+    header, scales = trt_cache.parse(tmp_path / "device.cache")
+    assert header == "TRT-100300-EntropyCalibration2"
+    assert scales == pytest.approx({"image": 255.0 / 127, "/conv1/Conv_output_0": 3.0 / 127})
+    with pytest.raises(TensorRTError, match="no TRT- header"):
+        with_cache_header("image: 3f800000\n", "TRT-8502-EntropyCalibration2")
+
+
+def test_a_cache_for_a_tensorrt_without_implicit_int8_names_jetpack_5s():
+    from destseg.calibration.trt_cache import TARGET_TENSORRT, cache_header
+
+    assert TARGET_TENSORRT == "8.5.2"
+    assert cache_header(None) == cache_header("11.0.0") == cache_header("8.4.1") == "TRT-8502-EntropyCalibration2"
+    assert cache_header("10.3.0.30") == "TRT-100300-EntropyCalibration2"
+
+
 def test_fp16_on_tensorrt_11_says_what_to_do():
     with pytest.raises(TensorRTError, match="AutoCast"):
         build_recipe("11.0.0.1", "fp16")
@@ -82,8 +116,9 @@ def test_engine_key_changes_with_everything_that_invalidates_an_engine():
         engine_key(SHA, "fp16", DeviceInfo("Orin (nvgpu)", "8.6", "10.3.0.30")),
         engine_key(SHA, "fp16", DeviceInfo("Orin (nvgpu)", "8.7", "10.13.0")),
         engine_key(SHA, "fp16", ORIN, batch=(1, 1, 8)),
+        engine_key(SHA, "fp16", ORIN, calibration_sha256="ef" * 32),
     }
-    assert base not in variants and len(variants) == 6
+    assert base not in variants and len(variants) == 7
     assert base == "orin-nvgpu-sm87-trt10.3.0.30-fp16-abababababababab"
     assert engine_key(SHA, "fp16", ORIN, batch=(1, 2, 8)).endswith("-b1-2-8")
 
@@ -337,3 +372,22 @@ def test_real_parser_error_names_the_node(tmp_path):
 def test_real_dynamic_graph_without_profile_says_what_to_pass(tmp_path):
     with pytest.raises(TensorRTError, match="min/opt/max batch"):
         build_engine(_tiny_onnx(tmp_path / "model.onnx"), "fp32", tmp_path / "engines")
+
+
+@needs_trt
+def test_real_implicit_int8_build_reads_another_versions_cache_with_a_dynamic_batch(tmp_path):
+    """The calibrator path: the cache's header is rewritten for this TensorRT and a dynamic batch gets
+    its calibration profile (without one TensorRT 8.5 refuses to calibrate a network with runtime dims)."""
+    from destseg.bundle import sha256_file
+    from destseg.calibration import trt_cache
+
+    if trt_builder.parse_version(trt_builder.device_info().tensorrt_version) >= (11, 0):
+        pytest.skip("TensorRT 11 has no implicit INT8")
+    onnx_file = _tiny_onnx(tmp_path / "model.onnx")
+    ranges = {"x": (0.0, 255.0), "nchw": (0.0, 255.0), "mean": (0.0, 255.0), "anomaly_map": (0.0, 1.0), "score": (0.0, 1.0)}
+    cache = tmp_path / "calibration.cache"
+    cache.write_text(trt_cache.render(ranges, "8.6.1"))  # 8.6.1's header: refused as is by any other TensorRT
+    engine = build_engine(onnx_file, "int8", tmp_path / "engines", min_batch=1, opt_batch=2, max_batch=4,
+                          calibration_cache=cache)
+    side = json.loads(sidecar_path(engine).read_text())
+    assert side["implicit_int8_calibrator"] and side["calibration_cache_sha256"] == sha256_file(cache)

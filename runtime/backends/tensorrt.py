@@ -7,6 +7,11 @@ a Jetson pays the build once. Inputs and outputs live in page-locked host buffer
 once; every frame is one async host-to-device copy, ``execute_async_v3`` and async
 device-to-host copies on one stream, with CUDA events between them for the profile's
 h2d / infer / d2h.
+
+Host buffers get their NumPy dtype from :data:`NUMPY_DTYPES`, our own table keyed by the
+names of ``tensorrt.DataType``: TensorRT 8.5.1/8.5.2's ``trt.nptype`` (JetPack 5.1) builds
+its table with ``np.bool``, which NumPy 1.24 removed, so it raises on every call there
+(NVIDIA/TensorRT#2557; fixed in 8.5.3).
 """
 from __future__ import annotations
 
@@ -19,6 +24,29 @@ import numpy as np
 from destseg.inference import BundleModel, choose_variant
 from destseg.runtime.backends import check_batch, check_model_input
 from destseg.runtime.errors import BackendError
+
+# tensorrt.DataType member name -> NumPy dtype, for every type an engine's I/O tensor can
+# have (TensorRT 8.5: FLOAT HALF INT8 INT32 BOOL UINT8; 10.x adds BF16 INT64 FP8 INT4 FP4
+# E8M0). The 8-bit and 4-bit float types and BF16 have no NumPy dtype.
+NUMPY_DTYPES: Dict[str, Any] = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
+
+
+def numpy_dtype(name: str, tensor: str = "tensor") -> np.dtype:
+    """The NumPy dtype of the ``tensorrt.DataType`` member called ``name`` (``DataType.name``)."""
+    if name not in NUMPY_DTYPES:
+        raise BackendError(
+            f"engine {tensor} is {name}, which has no NumPy type; the bundle's models take uint8 or float32 "
+            f"and give float32: re-export the bundle (destseg-export) and delete the cached engine"
+        )
+    return np.dtype(NUMPY_DTYPES[name])
 
 
 def _imports() -> Tuple[Any, Any]:
@@ -81,7 +109,7 @@ class TensorRTBackend(BundleModel):
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)
             shape = tuple(self._context.get_tensor_shape(name))
-            host = cuda.pagelocked_empty(shape, trt.nptype(self._engine.get_tensor_dtype(name)))
+            host = cuda.pagelocked_empty(shape, numpy_dtype(self._engine.get_tensor_dtype(name).name, name))
             self._host[name] = host
             self._device[name] = cuda.mem_alloc(host.nbytes)
             self._context.set_tensor_address(name, int(self._device[name]))
