@@ -139,3 +139,15 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("destseg-synth: ") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_stains_stand_out_from_the_part_they_are_on():
+    """Rust on a copper part is invisible to a person, so it is no test of a detector: the stain's
+    colour is one that differs from the part under it (seeded: same looks, same numbers)."""
+    changes = []
+    for category in ("widget", "gadget", "gizmo", "wood", "part"):
+        for seed in range(6):
+            sample = render_sample(make_look(category, "auto", seed), 128, np.random.default_rng(seed), "stain", 2.0)
+            diff = np.abs(sample.image[sample.mask].astype(np.float32) - sample.good[sample.mask]) / 255.0
+            changes.append(np.percentile(np.linalg.norm(diff, axis=1), 90))
+    assert min(changes) >= 0.11  # 0.088 when rust could land on copper

@@ -254,6 +254,7 @@ def _scene(look: Look, size: int, rng: np.random.Generator) -> Scene:
 # --------------------------------------------------------------------------- defects
 
 Paint = Tuple[np.ndarray, np.ndarray]  # (alpha S x S, colour S x S x 3 or 3)
+STAIN_CONTRAST = 0.2  # least RGB distance (values in [0, 1]) between a stain's colour and the part under it
 
 
 def _defect_site(scene: Scene, rng: np.random.Generator, margin: float, edge: bool) -> np.ndarray:
@@ -328,7 +329,11 @@ def _stain(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
     alpha = blob * np.float32(rng.uniform(0.4, 0.7)) * (np.float32(0.7) + np.float32(0.3) * smooth_noise(size, 16, rng))
     base = _local_colour(scene, site, int(radius))
     colours = {"oil": base * 0.45, "rust": np.array([0.55, 0.30, 0.12]), "dirt": np.array([0.35, 0.30, 0.24])}
-    return alpha, colours[str(rng.choice(sorted(colours)))]
+    # A stain a person cannot see is no inspection task (rust on a copper part): only colours
+    # that stand out from the part here, else the one that stands out most.
+    visible = sorted(k for k, c in colours.items() if np.linalg.norm(c - base) >= STAIN_CONTRAST)
+    pick = str(rng.choice(visible)) if visible else max(colours, key=lambda k: np.linalg.norm(colours[k] - base))
+    return alpha, colours[pick]
 
 
 def _missing(scene: Scene, rng: np.random.Generator, scale: float) -> Paint:
