@@ -20,6 +20,7 @@ def test_quality_benchmark_writes_fp32_and_int8_rows_with_the_machine(tmp_path):
     assert row["kind"] == "object" and row["seed"] == 0 and row["train_s"] > 0 and row["train_images_per_s"] > 0
     for form in ("fp32", "int8_trt", "int8_cpu"):
         assert set(row[form]) >= set(METRICS), form
+        assert all(0.0 <= row[form][m] <= 1.0 for m in METRICS if row[form][m] == row[form][m]), (form, row[form])
     assert row["gate"] in ("passed", "degraded-allowed")
     table = (out / "quality.md").read_text()
     assert "| object s0 | FP32 |" in table and "| **mean** | INT8 CPU form |" in table
