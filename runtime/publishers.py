@@ -3,8 +3,8 @@
 Each output has its own bounded queue and worker thread. The frame loop only appends to the
 queue (microseconds, never a network call), so a slow or dead broker never stalls the
 pipeline: when a queue is full its oldest message is dropped and counted, since the line needs
-the current part's verdict more than one from minutes ago. Messages leave in order, once each
-while the connection holds; one that was in flight when a connection broke is sent again and
+the current part's verdict more than one from minutes ago. While a broker or endpoint is away,
+events wait in that queue. Messages leave in order, once each while the connection holds; one that was in flight when a connection broke is sent again and
 counted as retried. At exit the queues get a few seconds to drain; what is still queued then is
 counted as dropped. The counts go to the profile and the dashboard.
 
@@ -158,9 +158,11 @@ class MqttPublisher(Publisher):
         self._acked_early: Set[int] = set()  # acknowledged before publish() returned
         self._status_mids: Set[int] = set()
         self._ever_connected = False
+        self._ready = False  # see _next_ready
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"destseg-{socket.gethostname()}-{os.getpid()}")
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(*MQTT_RECONNECT_S)
+        client.max_inflight_messages_set(MQTT_WINDOW + 2)  # our window and the status messages: paho never holds any back
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -191,12 +193,13 @@ class MqttPublisher(Publisher):
         with self._cond:
             if self.connected:
                 self.retried += len(self._outstanding)  # paho sends them again after reconnecting
-            self.connected = False
+            self.connected = self._ready = False
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._cond:
             if mid in self._status_mids:
                 self._status_mids.discard(mid)
+                self._ready = self.connected
             elif mid in self._outstanding:
                 self._outstanding.discard(mid)
                 self.sent += 1
@@ -204,14 +207,28 @@ class MqttPublisher(Publisher):
                 self._acked_early.add(mid)
             self._cond.notify_all()
 
+    def _next_ready(self) -> Optional[Dict[str, Any]]:
+        """The oldest queued event once the broker can take it in order; None once closing and empty, or
+        when the drain time ends first (the event stays queued and counts as not delivered).
+
+        Ready means connected, paho's resend of the messages in flight at a disconnect already written
+        (the ``online`` status goes out before that resend, so its acknowledgement comes after it), and
+        the window open. Events wait in our bounded queue, never in paho's unbounded one: a publish during
+        the reconnect would overtake the resent ones, and the line would see frame 49 before frame 5."""
+        with self._cond:
+            while True:
+                over = self._deadline is not None and time.monotonic() >= self._deadline
+                if over or (self._closing and not self._queue):
+                    return None
+                if self._queue and self._ready and len(self._outstanding) < MQTT_WINDOW:
+                    return self._queue.popleft()
+                self._cond.wait(None if self._deadline is None else self._deadline - time.monotonic())
+
     def _run(self) -> None:
         while True:
-            event = self._next()
+            event = self._next_ready()
             if event is None:
                 return
-            with self._cond:
-                while len(self._outstanding) >= MQTT_WINDOW and not self._closing:
-                    self._cond.wait()
             info = self._client.publish(self.topic, json.dumps(event, allow_nan=False), qos=1)
             with self._cond:
                 if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
