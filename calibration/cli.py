@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from destseg.calibration.images import DEFAULT_COUNT
 from destseg.calibration.int8 import Int8Options, add_int8
@@ -55,8 +55,11 @@ def run(bundle: Path, argv: Sequence[str], run_category: str | None = None) -> D
     return run_args(bundle, build_parser().parse_args(list(argv)), run_category)
 
 
-def run_args(bundle: Path, args: argparse.Namespace, run_category: str | None = None) -> Dict:
-    """Add INT8 to ``bundle`` from parsed options; errors are ValueErrors that say the fix."""
+def run_args(bundle: Path, args: argparse.Namespace, run_category: str | None = None,
+             refused_dir: Optional[Path] = None) -> Dict:
+    """Add INT8 to ``bundle`` from parsed options; errors are ValueErrors that say the fix.
+
+    ``refused_dir``: where a refused model's report goes (default BUNDLE.int8-refused)."""
     if args.calib_count < 1:
         raise ValueError("--calib-count must be at least 1")
     if not 50.0 < args.percentile <= 100.0:
@@ -72,4 +75,4 @@ def run_args(bundle: Path, args: argparse.Namespace, run_category: str | None = 
         raise ValueError(f"--calib-ranges {opts.ranges_file} does not exist; point it at a bundle's calibration_ranges.json")
     if opts.eval_data and not opts.eval_category:
         raise ValueError("--eval-data needs --category NAME")
-    return add_int8(bundle, opts)
+    return add_int8(bundle, opts, refused_dir)

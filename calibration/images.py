@@ -20,6 +20,9 @@ from destseg.preprocess import frame_to_input
 
 DEFAULT_COUNT = 500
 MIN_RECOMMENDED = 100
+# Normal images above the run's FP32 image threshold: a few are false alarms, more mean defects.
+MAX_ABOVE_THRESHOLD = 3
+MAX_ABOVE_FRACTION = 0.05
 
 
 class CalibrationError(ValueError):
@@ -66,6 +69,22 @@ def select_images(
             stacklevel=2,
         )
     return paths
+
+
+def check_scores(scores: np.ndarray, threshold: float, force: bool = False) -> None:
+    """Refuse (or, forced, warn about) calibration images the FP32 model itself calls defective.
+
+    The folder check above only knows MVTec's layout; this looks at the images: more than a
+    few scoring at or above the run's image threshold means the set is not normal parts.
+    """
+    above = int(np.sum(~(scores < threshold)))  # NaN counts as above
+    if above <= max(MAX_ABOVE_THRESHOLD, MAX_ABOVE_FRACTION * len(scores)):
+        return
+    message = (f"{above} of {len(scores)} calibration images score at or above the run's FP32 image threshold "
+               f"{threshold:.4f}: they look defective")
+    if not force:
+        raise CalibrationError(f"{message}; calibrate on normal images, or pass --force-calib if they are good parts")
+    warnings.warn(f"{message}; calibrating on them anyway (--force-calib)", stacklevel=2)
 
 
 def batches(paths: List[Path], size: int, batch_size: int = 1) -> Iterator[np.ndarray]:

@@ -22,7 +22,7 @@ from destseg.datasets import good_images, has_test_split, load_test_set, test_sa
 from destseg.images import read_rgb
 from destseg.preprocess import frame_to_input
 from destseg.calibration import modelopt, trt_cache
-from destseg.calibration.images import DEFAULT_COUNT, batches, select_images
+from destseg.calibration.images import DEFAULT_COUNT, batches, check_scores, select_images
 from destseg.calibration.quantize import (QuantOptions, quantizable_nodes, quantize_both, qdq_summary, ranges_method,
                                           read_ranges)
 from destseg.calibration.report import (
@@ -177,6 +177,10 @@ def _select_images(bundle: Bundle, opts: Int8Options) -> _Images:
     size = bundle.image_size
     source, category = _calibration_source(bundle.meta, opts)
     calib = select_images(source, category, opts.count, opts.seed, opts.force_calib)
+    threshold = bundle.thresholds.get("image")
+    if threshold is not None:
+        _, scores = run_onnx(bundle.model_path("fp32"), np.concatenate(list(batches(calib, size, 1))))
+        check_scores(scores, float(threshold), opts.force_calib)
     holdout, held_out = _holdout(source, category, calib, size, opts.seed)
     eval_set = load_test_set(opts.eval_data, opts.eval_category, size) if opts.eval_data else None
     return _Images(source, category, calib, holdout, held_out, eval_set)
@@ -253,10 +257,9 @@ def _report(builder: _Builder, bundle: Bundle, images: _Images, opts: Int8Option
     return report
 
 
-def _refuse(bundle_dir: str | Path, report: Dict) -> None:
-    """Write the refused model's report beside the bundle (which stays as it was) and raise."""
+def _refuse(failed: Path, report: Dict) -> None:
+    """Write the refused model's report to ``failed`` (beside the bundle, which stays as it was) and raise."""
     gate_info = report["gate"]
-    failed = Path(bundle_dir).with_name(Path(bundle_dir).name + ".int8-refused")
     failed.mkdir(parents=True, exist_ok=True)
     write_json(failed / "quantization_report.json", report)
     write_text(failed / "quantization_report.md", to_markdown(report))
@@ -296,11 +299,12 @@ def _commit(bundle_dir: str | Path, bundle: Bundle, builder: _Builder, report: D
                                             "quantization_report.json", "quantization_report.md"])
 
 
-def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
+def add_int8(bundle_dir: str | Path, opts: Int8Options, refused_dir: Optional[Path] = None) -> Dict:
     """Calibrate and add both INT8 forms to a bundle; return the quantisation report.
 
     The steps: choose the images, quantise, report (the gate on metrics and on collapsed
-    outputs), then refuse (the bundle untouched, the report beside it) or commit.
+    outputs), then refuse (the bundle untouched, the report in ``refused_dir``, by default
+    BUNDLE.int8-refused beside it) or commit.
     """
     bundle = load_bundle(bundle_dir)
     images = _select_images(bundle, opts)
@@ -308,6 +312,6 @@ def add_int8(bundle_dir: str | Path, opts: Int8Options) -> Dict:
         builder = _quantize(bundle, images, opts, Path(work_dir))
         report = _report(builder, bundle, images, opts)
         if report["gate"]["status"] == "failed":
-            _refuse(bundle_dir, report)
+            _refuse(refused_dir or Path(bundle_dir).with_name(Path(bundle_dir).name + ".int8-refused"), report)
         _commit(bundle_dir, bundle, builder, report, images.calib)
     return report

@@ -81,3 +81,67 @@ def atomic_dir(path: str | os.PathLike, keep: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class NotOursError(ValueError):
+    """A folder the tool would replace holds something it did not write."""
+
+
+def check_replaceable(path: str | os.PathLike, marker: str, what: str, flag: str) -> None:
+    """Refuse to replace ``path`` unless it is missing, an empty folder, or one of ours (holds ``marker``).
+
+    Every tool that swaps a whole folder in (bundles, datasets) calls this first: a typo in
+    ``--out`` must never delete a user's files.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise NotOursError(f"{flag} {path} exists and is not a folder; pick a new folder for the {what}")
+    if (path / marker).is_file() or not any(path.iterdir()):
+        return
+    raise NotOursError(f"{flag} {path} holds files that are not a {what} (no {marker}); "
+                       f"pick a new or empty folder, it is replaced as a whole")
+
+
+def same_or_inside(path: str | os.PathLike, other: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``other`` or lies inside it, links resolved (the file system's answer, not the spelling)."""
+    a, b = Path(path).resolve(), Path(other).resolve()
+    return a == b or b in a.parents
+
+
+class LineLog:
+    """A file that lines are appended to, each with one ``write`` (O_APPEND), by one writer at a time.
+
+    A live log is read while it grows, so it is never renamed into place: instead every line
+    lands whole at the end (a reader or a crash never sees half a line from us), nothing
+    earlier is ever truncated, and an advisory lock refuses a second writer instead of
+    interleaving two processes' lines.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import fcntl
+
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise LockedError(f"{self.path} is being written by another process; "
+                              "give each writer its own file") from None
+
+    def write_line(self, line: str) -> None:
+        data = (line.rstrip("\n") + "\n").encode()
+        written = os.write(self._fd, data)
+        if written != len(data):  # only a full disk does this to a regular file
+            raise OSError(f"{self.path}: wrote {written} of {len(data)} bytes (disk full?)")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = -1
+
+
+class LockedError(ValueError):
+    """Another process holds the file's advisory lock."""

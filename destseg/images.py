@@ -13,6 +13,8 @@ from typing import Iterable, List
 import cv2
 import numpy as np
 
+from destseg.atomic import atomic_path
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -60,14 +62,12 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write an RGB (or single-channel) uint8 image; the format follows the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     ok, buf = cv2.imencode(path.suffix or ".png", arr)
     if not ok:
         raise ImageError(f"cannot encode image for {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    buf.tofile(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        buf.tofile(str(tmp))
 
 
 def list_images(folder: str | os.PathLike) -> List[Path]:

@@ -1,8 +1,10 @@
 """Run folder -> bundle folder: the ONNX graph, its checks, optional engines and destseg.json.
 
 The bundle is built in a temporary sibling and renamed into place only after the graph is
-checked, simplified, compared with PyTorch and hashed (destseg.atomic.atomic_dir), so an
-export that fails at any step leaves the previous bundle as it was and no half bundle.
+checked, simplified, compared with PyTorch, extended (the INT8 forms, past their gate) and
+hashed (destseg.atomic.atomic_dir), so an export that fails or is interrupted at any step
+leaves the previous bundle as it was and no half bundle. Only a folder that is a bundle
+(holds destseg.json) or is empty is ever replaced, and never the run itself.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import onnx
 import torch
 
 import destseg
-from destseg.atomic import atomic_dir
-from destseg.bundle import write_meta
+from destseg.atomic import atomic_dir, check_replaceable, same_or_inside
+from destseg.bundle import BUNDLE_FILE, read_meta, write_meta
 from destseg.export.fused import INPUT_LAYOUTS, FusedDeSTSeg, fused_from_run
 from destseg.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, ExportError, export_onnx
 from destseg.export.parity import PARITY_TOLERANCE, check_parity
@@ -123,10 +125,23 @@ def _engines(fused: FusedDeSTSeg, onnx_path: Path, folder: Path, opts: ExportOpt
     return section
 
 
-def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, opts: ExportOptions = ExportOptions()) -> Dict[str, Any]:
-    """Export a training run to a bundle folder; returns the destseg.json written."""
+def check_out(run_dir: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Refuse an ``--out`` whose replacement would delete what export did not write."""
+    if same_or_inside(out, run_dir) or same_or_inside(run_dir, out):
+        raise ExportError(f"--out {out} is the run {run_dir}, inside it or around it; write the bundle to its own folder")
+    check_replaceable(out, BUNDLE_FILE, "bundle", "--out")
+
+
+def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, opts: ExportOptions = ExportOptions(),
+                  allow_unfinished: bool = False, extend: Optional[Callable[[Path], None]] = None) -> Dict[str, Any]:
+    """Export a training run to a bundle folder; returns the destseg.json written.
+
+    ``extend(folder)`` adds to the bundle before it is swapped in (``--int8``), so its
+    failure leaves the previous bundle in place too.
+    """
     _check_options(opts)
-    model, config = load_run(run_dir, device="cpu")
+    check_out(run_dir, out)
+    model, config = load_run(run_dir, device="cpu", allow_unfinished=allow_unfinished)
     fused = fused_from_run(model, config, opts.input_format)
     size = int(config["image_size"])
     thresholds = config.get("thresholds") or {}
@@ -191,6 +206,9 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Expo
         }
         extra: List[str] = [e[k] for e in engines["built"] for k in ("file", "sidecar")]
         meta = write_meta(tmp, meta, extra_files=extra)
+        if extend is not None:
+            extend(tmp)
+            meta = read_meta(tmp)
     return meta
 
 

@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "destseg.json, and optionally a TensorRT engine.",
     )
     p.add_argument("run", help="training run folder (destseg-train --out)")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--out", required=True,
+                   help="bundle folder to write: new, empty, or an earlier bundle (replaced atomically, INT8 included)")
+    p.add_argument("--allow-unfinished", action="store_true", help="export a run whose training has not finished")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (17 is the newest TensorRT 8.5 parses)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
@@ -45,14 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_int8(bundle: Path, args: argparse.Namespace) -> None:
-    """Add the INT8 variants to the exported ``bundle`` and print the quantisation report."""
+def add_int8(staged: Path, out: Path, args: argparse.Namespace) -> None:
+    """Add the INT8 variants to the ``staged`` bundle (not yet at ``out``) and print the quantisation report.
+
+    A refused model's report goes beside ``out``, where the user looks for it.
+    """
     from destseg.bundle import load_bundle
     from destseg.calibration.cli import run_args
     from destseg.calibration.report import to_markdown
 
-    category = load_bundle(bundle).meta["model"].get("category")
-    print(to_markdown(run_args(bundle, args, run_category=category)), end="")
+    category = load_bundle(staged).meta["model"].get("category")
+    refused = out.with_name(out.name + ".int8-refused")
+    print(to_markdown(run_args(staged, args, run_category=category, refused_dir=refused)), end="")
 
 
 @contextlib.contextmanager
@@ -91,15 +97,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         via=args.via,
         workspace_gb=args.workspace_gb,
     )
+    out = Path(args.out)
+    extend = (lambda staged: add_int8(staged, out, args)) if args.int8 else None
     try:
         with log_to_stderr():
-            meta = export_bundle(args.run, args.out, opts)
-            report(Path(args.out), meta)
-            if args.int8:
-                add_int8(Path(args.out), args)
+            meta = export_bundle(args.run, out, opts, allow_unfinished=args.allow_unfinished, extend=extend)
+            report(out, meta)
     except ValueError as exc:  # every expected failure is a ValueError subclass with a one-line fix
         print(f"destseg-export: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ndestseg-export: interrupted; {out} is as it was before", file=sys.stderr)
+        return 130
     return 0
 
 

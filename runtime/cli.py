@@ -11,7 +11,7 @@ import os
 import sys
 from typing import List, Optional
 
-from destseg.runtime.backends import BACKENDS, PRECISIONS
+from destseg.runtime.backends import BACKENDS, PRECISIONS, is_run
 from destseg.runtime.errors import StreamError
 from destseg.runtime.gst import PLATFORMS
 from destseg.runtime.stream import StreamOptions, run_stream
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.run is None and is_run(args.bundle):  # else it would run in PyTorch, seconds a frame, unannounced
+        print(f"destseg-runtime: error: --bundle {args.bundle} is a training run, not a bundle; export it with "
+              f"destseg-export {args.bundle} --out BUNDLE, or run it in PyTorch with --run {args.bundle}", file=sys.stderr)
+        return 2
     opts = StreamOptions(
         source=args.camera or args.input,
         model=args.run or args.bundle,

@@ -7,7 +7,9 @@ file is the versioned JSON Schema of both. The verdict uses the bundle's thresho
 iff score >= the image threshold, a NaN score is NG (a broken model must not pass parts),
 and no verdict (null) when the model was never evaluated. Lines go to stdout or a file that
 is appended to line by line (a live log is read while it grows, so it is not renamed into
-place like the other outputs); each line is written whole and flushed.
+place like the other outputs): a start never truncates yesterday's lines, each line is one
+``write`` with O_APPEND, and a second runtime writing the same file is refused
+(:class:`destseg.atomic.LineLog`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, TextIO
 
+from destseg.atomic import LineLog, LockedError
 from destseg.runtime.errors import SinkError
 
 EVENT_SCHEMA_VERSION = 1  # bump with event.schema.json when a field changes meaning or goes away
@@ -71,21 +74,30 @@ def threshold_event(image: Optional[float], pixel: Optional[float], previous: Di
 
 
 class EventWriter:
-    """JSON Lines to stdout (``None``) or to a file."""
+    """JSON Lines to stdout (``None``) or appended to a file."""
 
     def __init__(self, path: Optional[str | os.PathLike] = None) -> None:
-        self._own = path is not None
+        self._log: Optional[LineLog] = None
+        self._out: TextIO = sys.stdout
+        if path is None:
+            return
         try:
-            self._out: TextIO = open(path, "w", buffering=1) if path is not None else sys.stdout
+            self._log = LineLog(path)
+        except LockedError as exc:
+            raise SinkError(f"--events {exc}") from exc
         except OSError as exc:
             raise SinkError(f"cannot write events to {path}: {exc.strerror}; pick a writable --events path") from exc
 
     def write(self, event: Dict[str, Any]) -> None:
-        self._out.write(json.dumps(event, allow_nan=False) + "\n")
-        self._out.flush()
+        line = json.dumps(event, allow_nan=False) + "\n"
+        if self._log is not None:
+            self._log.write_line(line)
+        else:
+            self._out.write(line)
+            self._out.flush()
 
     def close(self) -> None:
-        if self._own:
-            self._out.close()
+        if self._log is not None:
+            self._log.close()
         else:
             self._out.flush()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
+import time
 import urllib.parse
 from dataclasses import dataclass
 from fractions import Fraction
@@ -240,15 +242,20 @@ def open_sink(text: str, width: int, height: int, fps: float, platform: str, bit
 
 
 class AnomalyFolder:
-    """``--save-anomalies DIR``: every NG frame as NNNNNN_frame.png and its overlay as NNNNNN_heatmap.jpg."""
+    """``--save-anomalies DIR``: every NG frame as RUN_NNNNNN_frame.png and its overlay as RUN_NNNNNN_heatmap.jpg.
+
+    RUN is this run's id (start time in UTC and a random tag), so a second run into the same
+    folder never overwrites the first run's evidence.
+    """
 
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create {folder} for --save-anomalies: {exc.strerror}") from exc
 
     def save(self, index: int, rgb: np.ndarray, heatmap: np.ndarray) -> None:
-        write_image(self.folder / f"{index:06d}_frame.png", rgb)
-        write_image(self.folder / f"{index:06d}_heatmap.jpg", heatmap)
+        write_image(self.folder / f"{self.run_id}_{index:06d}_frame.png", rgb)
+        write_image(self.folder / f"{self.run_id}_{index:06d}_heatmap.jpg", heatmap)

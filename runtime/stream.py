@@ -12,6 +12,7 @@ ends leaves it serving the results until a signal or --duration.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ from destseg.runtime.errors import RuntimeInputError, SourceError, StreamError
 from destseg.runtime.events import EventWriter, frame_event
 from destseg.runtime.frames import Frame, FrameReader, SourceEnded, SourceLost
 from destseg.runtime.gst import has_element, resolve_platform
+from destseg.runtime.output_paths import check_output_paths
 from destseg.runtime.overrides import ThresholdControl, initial_thresholds
 from destseg.runtime.profiler import Profiler, format_summary
 from destseg.runtime.publishers import Publisher, make_publishers
@@ -96,6 +98,9 @@ def check_options(opts: StreamOptions) -> List[str]:
     outputs = list(opts.outputs) or ([] if opts.headless else ["display"])
     if opts.headless and "display" in outputs:
         raise RuntimeInputError("--headless and --output display contradict each other; drop one")
+    for flag, value in (("--threshold", opts.threshold), ("--pixel-threshold", opts.pixel_threshold)):
+        if value is not None and not math.isfinite(value):
+            raise RuntimeInputError(f"{flag} must be a number, got {value}")
     return outputs
 
 
@@ -141,6 +146,7 @@ class Stream:
         self.log = log
         outputs = check_options(opts)
         source = check_source(opts.source)
+        check_output_paths(opts, source.kind, source.location)
         self.live_source = source.live  # a camera or stream: reopened when lost
         token = read_token(opts.token, opts.token_file)
         if opts.serve:

@@ -1,21 +1,27 @@
 """The training run folder: the file interface between training and every later stage.
 
-``RUN/model.safetensors`` (weights; safetensors never unpickles), ``RUN/config.json``
-(everything needed to rebuild the model and its preprocessing) and, while training,
-``RUN/trainer_state.pt`` (optimiser state, loaded with ``weights_only=True``). Each file is
-written atomically, so an interrupted run keeps its last good checkpoint.
+``RUN/model.safetensors`` (weights; safetensors never unpickles) and ``RUN/config.json``
+(everything needed to rebuild the model and its preprocessing, the progress the weights
+hold, and their sha256, which every reader checks). While training, each checkpoint is one
+generation: ``RUN/checkpoints/PHASE-STEP/`` holds weights, config and the optimiser state
+(``trainer_state.pt``, loaded with ``weights_only=True``), all written before
+``RUN/checkpoint.json`` is atomically pointed at it. A Ctrl-C at any moment leaves the last
+committed generation whole, so ``--resume`` never mixes two steps. The run's top-level
+files are published from the generation after each commit; a finished run keeps only them.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from destseg.atomic import atomic_path, write_json
+from destseg.atomic import atomic_dir, atomic_path, write_json
 from destseg.bundle import sha256_file
 from destseg.train.model import BACKBONES, SEG_WIDTH, TOP_K, DeSTSeg
 
@@ -23,19 +29,26 @@ RUN_SCHEMA = "destseg-run/1"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.pt"
+POINTER_FILE = "checkpoint.json"  # names the last committed generation while training
+GENERATIONS_DIR = "checkpoints"
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, STATE_FILE, POINTER_FILE, GENERATIONS_DIR)  # what training writes in RUN
 
 
 class RunError(ValueError):
-    """A run folder that is missing, incomplete or from another version."""
+    """A run folder that is missing, incomplete, damaged or from another version."""
 
 
 def read_config(run_dir: str | os.PathLike) -> Dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} is not a training run: {CONFIG_FILE} is missing; train one with destseg-train --out {run_dir}")
-    config = json.loads(path.read_text())
-    if config.get("schema") != RUN_SCHEMA:
-        raise RunError(f"{path} has schema {config.get('schema')!r}, expected {RUN_SCHEMA!r}; retrain with this version")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is not valid JSON ({exc}); restore it from a backup or retrain the run") from exc
+    if not isinstance(config, dict) or config.get("schema") != RUN_SCHEMA:
+        schema = config.get("schema") if isinstance(config, dict) else None
+        raise RunError(f"{path} has schema {schema!r}, expected {RUN_SCHEMA!r}; retrain with this version")
     return config
 
 
@@ -47,6 +60,16 @@ def update_config(run_dir: str | os.PathLike, **changes: Any) -> Dict[str, Any]:
     return config
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Publish ``src`` at ``dst`` atomically, sharing its blocks where the file system can."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     model: DeSTSeg,
@@ -54,16 +77,48 @@ def save_checkpoint(
     progress: Dict[str, Any],
     trainer_state: Optional[Dict[str, Any]] = None,
 ) -> None:
-    """Write optimiser state, weights, then config (which points at the step they hold)."""
+    """Commit one generation (weights, config with their sha256, optimiser state), then publish it.
+
+    The pointer file is the commit: until it names the new generation, the previous one is
+    what ``--resume`` reads, whole. A finished run (phase "done") keeps no generations.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if trainer_state is not None:
-        with atomic_path(run_dir / STATE_FILE) as tmp:
-            torch.save(dict(trainer_state, progress=progress), tmp)
+    generations = run_dir / GENERATIONS_DIR
+    name = f"{progress['phase']}-{int(progress['step']):07d}"
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(run_dir / MODEL_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"step": str(progress["step"]), "phase": progress["phase"]})
-    write_json(run_dir / CONFIG_FILE, dict(config, schema=RUN_SCHEMA, progress=progress))
+    with atomic_dir(generations / name) as tmp:
+        if trainer_state is not None:
+            torch.save(dict(trainer_state, progress=progress), tmp / STATE_FILE)
+        save_file(state, str(tmp / MODEL_FILE), metadata={"step": str(progress["step"]), "phase": progress["phase"]})
+        full = dict(config, schema=RUN_SCHEMA, progress=progress, weights_sha256=sha256_file(tmp / MODEL_FILE))
+        write_json(tmp / CONFIG_FILE, full)
+    write_json(run_dir / POINTER_FILE, {"generation": f"{GENERATIONS_DIR}/{name}", "progress": progress})
+    _link_or_copy(generations / name / MODEL_FILE, run_dir / MODEL_FILE)
+    write_json(run_dir / CONFIG_FILE, full)
+    if progress["phase"] == "done":
+        (run_dir / POINTER_FILE).unlink()
+        shutil.rmtree(generations)
+        (run_dir / STATE_FILE).unlink(missing_ok=True)  # a run trained before generations kept it here
+        return
+    for old in generations.iterdir():
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def last_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
+    """The folder ``--resume`` continues from: the committed generation, else (runs from before
+    generations, finished runs) the run folder itself; None when there is no checkpoint."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / POINTER_FILE
+    if pointer.is_file():
+        try:
+            folder = run_dir / json.loads(pointer.read_text())["generation"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RunError(f"{pointer} is damaged ({exc}); restore it or start again with --overwrite") from exc
+        if not (folder / MODEL_FILE).is_file():
+            raise RunError(f"{pointer} names {folder}, which is missing; restore it or start again with --overwrite")
+        return folder
+    return run_dir if (run_dir / MODEL_FILE).is_file() and (run_dir / CONFIG_FILE).is_file() else None
 
 
 # Runs written before config.json recorded the teacher's architecture used these.
@@ -82,14 +137,43 @@ def build_model(config: Dict[str, Any]) -> DeSTSeg:
     return DeSTSeg(backbone, config.get("seg_width", SEG_WIDTH), config.get("top_k", TOP_K))
 
 
-def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Tuple[DeSTSeg, Dict[str, Any]]:
-    """Rebuild the model of a run, in eval mode, on ``device``."""
-    config = read_config(run_dir)
+def describe_progress(progress: Dict[str, Any]) -> str:
+    phase, step = progress.get("phase"), progress.get("step")
+    return {"student": f"step 1 (student) at step {step}", "segmentation": f"step 2 (segmentation) at step {step}",
+            "done": "finished"}.get(phase, f"{phase} at step {step}")
+
+
+def check_weights(run_dir: str | os.PathLike, config: Dict[str, Any]) -> Path:
+    """The weights file, present and matching the sha256 its config.json recorded (runs from
+    before that record are only checked by safetensors itself)."""
     weights = Path(run_dir) / MODEL_FILE
     if not weights.is_file():
         raise RunError(f"{weights} is missing; the run has no checkpoint yet")
+    expected = config.get("weights_sha256")
+    if expected and sha256_file(weights) != expected:
+        raise RunError(f"{weights} is damaged: its sha256 differs from the one in {CONFIG_FILE}; "
+                       "restore it from a copy of the run, or retrain")
+    return weights
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu", allow_unfinished: bool = False) -> Tuple[DeSTSeg, Dict[str, Any]]:
+    """Rebuild the model of a run, in eval mode, on ``device``.
+
+    A run whose training has not finished is refused unless ``allow_unfinished``: its
+    weights are a half-trained model that would evaluate and export without complaint.
+    """
+    config = read_config(run_dir)
+    progress = config.get("progress", {"phase": "done"})
+    if not allow_unfinished and progress.get("phase") != "done":
+        raise RunError(f"{run_dir} is unfinished: training stopped in {describe_progress(progress)}; "
+                       f"continue it with destseg-train --resume --out {run_dir} --data ..., or pass --allow-unfinished")
+    weights = check_weights(run_dir, config)
     model = build_model(config)
-    model.load_state_dict(load_file(str(weights), device="cpu"))
+    try:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise RunError(f"{weights} is damaged or not this run's model ({str(exc).splitlines()[0]}); "
+                       "restore it from a copy of the run, or retrain") from exc
     return model.to(device).eval(), config
 
 

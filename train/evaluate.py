@@ -111,6 +111,7 @@ def evaluate_run(
     out_dir: Optional[str | Path] = None,
     save_heatmaps: int = 0,
     device: str = "cpu",
+    allow_unfinished: bool = False,
 ) -> Dict[str, Any]:
     """Evaluate one run on one category's test split; write metrics.json, plots, heatmaps, thresholds.
 
@@ -122,7 +123,7 @@ def evaluate_run(
     size = int(read_config(run_dir)["image_size"])
     images, labels, masks = load_test_set(data_root, category, size)  # data errors before the model loads
     samples = test_samples(data_root, category)  # the same files in the same order
-    model, config = load_run(run_dir, device=str(resolve_device(device)))
+    model, config = load_run(run_dir, device=str(resolve_device(device)), allow_unfinished=allow_unfinished)
     pred = predict(model, images, config["mean"], config["std"], next(model.parameters()).device)
     labels = labels.astype(bool)
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-heatmaps", type=int, default=0, metavar="N",
                    help="write N input | ground truth | overlay panels per run")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--allow-unfinished", action="store_true", help="evaluate a run whose training has not finished")
     return p
 
 
@@ -261,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = None
             if args.out:
                 out = Path(args.out) / name if len(pairs) > 1 else Path(args.out)
-            report = evaluate_run(run, args.data, category, out, args.save_heatmaps, args.device)
+            report = evaluate_run(run, args.data, category, out, args.save_heatmaps, args.device, args.allow_unfinished)
             for key in MAPS:
                 rows[key].append((name, report[key]))
             print(f"{run}: {category}, {report['images']} test images, {_describe(report['thresholds'])}", file=sys.stderr)

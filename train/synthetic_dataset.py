@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
-from destseg.atomic import atomic_dir
+from destseg.atomic import NotOursError, atomic_dir, check_replaceable, write_json
 from destseg.images import write_image
 from destseg.train.textures import Colour, TextureStyle, draw_style, render_texture, smooth_noise
 
@@ -50,6 +50,9 @@ METALS: Dict[str, Colour] = {
 ALPHA_MIN = 0.1  # paint below this opacity is dropped, so the mask is exactly the changed region
 SUBPIXEL_BITS = 4  # OpenCV drawing at 1/16 pixel precision
 MIN_SIZE = 32
+
+
+MARKER = ".destseg-synth.json"  # what makes OUT/CATEGORY ours to replace
 
 
 class SynthError(ValueError):
@@ -409,13 +412,23 @@ def sample_rng(seed: int, category: str, folder: str, index: int) -> np.random.G
 
 def write_dataset(out: str | Path, category: str, train: int = 60, test: int = 40, size: int = 256,
                   seed: int = 0, kind: str = "auto", defect_scale: float = 1.0) -> Path:
-    """Write OUT/CATEGORY atomically (replacing an existing one only on success); return its path."""
+    """Write OUT/CATEGORY atomically (replacing an existing one only on success); return its path.
+
+    Only a folder this tool wrote (it holds MARKER) or an empty one is replaced: OUT/CATEGORY
+    may be a real dataset of the same name.
+    """
     check_args(category, train, test, size, kind, defect_scale)
     look = make_look(category, kind, seed)
     n_defective = test // 2
     defects = [DEFECT_TYPES[i % len(DEFECT_TYPES)] for i in range(n_defective)]
     target = Path(out) / category
+    try:
+        check_replaceable(target, MARKER, "destseg-synth dataset", "OUT/CATEGORY")
+    except NotOursError as exc:
+        raise SynthError(str(exc)) from exc
     with atomic_dir(target) as tmp:
+        write_json(tmp / MARKER, {"tool": "destseg-synth", "category": category, "train": train, "test": test,
+                                  "size": size, "seed": seed, "kind": kind, "defect_scale": defect_scale})
         for folder, count in (("train/good", train), ("test/good", test - n_defective)):
             for i, name in enumerate(_names(count)):
                 sample = render_sample(look, size, sample_rng(seed, category, folder, i))

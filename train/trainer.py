@@ -21,7 +21,8 @@ import destseg
 from destseg.cpu import native_bf16
 from destseg.datasets import good_images, has_test_split
 from destseg.train.backbones import load_teacher_weights
-from destseg.train.checkpoint import MODEL_FILE, STATE_FILE, load_run, load_trainer_state, save_checkpoint
+from destseg.train.checkpoint import load_run, load_trainer_state, read_config, save_checkpoint
+from destseg.train.run_folder import claim_run_folder, warn_odd_image_sizes
 from destseg.train.data import SampleRange, SyntheticAnomalyStream
 from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
 from destseg.train.model import SEG_WIDTH, TOP_K, DeSTSeg
@@ -55,6 +56,7 @@ class TrainOptions:
     workers: int = 2
     bf16: bool = False
     resume: bool = False
+    overwrite: bool = False  # start again in a folder that holds a run (replacing it)
     checkpoint_every: int = 500
     evaluate: bool = True
 
@@ -181,21 +183,22 @@ def _fresh_start(opts: TrainOptions, paths: List[Path]) -> _Start:
         "category": opts.category,
         "data": str(Path(opts.data).resolve()),
         "train_images": len(paths),
-        "options": {k: v for k, v in asdict(opts).items() if k not in ("resume", "out")},
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("resume", "overwrite", "out")},
         "destseg_edge_version": destseg.__version__,
     }
     return _Start(model, config, {"phase": "student", "step": 0})
 
 
-def _resume(run_dir: Path) -> _Start:
-    """The run's last checkpoint; its optimiser state only when it is from the same step as the weights."""
-    model, config = load_run(run_dir)
+def _resume(checkpoint: Path) -> _Start:
+    """The run's last committed checkpoint; its optimiser state only when it is from the same step as the weights
+    (always, for a generation; a run from before generations may have them apart)."""
+    model, config = load_run(checkpoint, allow_unfinished=True)
     progress = config["progress"]
-    state = load_trainer_state(run_dir)
+    state = load_trainer_state(checkpoint)
     if state is not None and state.get("progress") != progress:
         log.warning("optimiser state is from %s, weights from %s: restarting momentum", state.get("progress"), progress)
         state = None
-    log.info("resuming %s at %s", run_dir, progress)
+    log.info("resuming %s at %s", checkpoint, progress)
     return _Start(model, config, progress, state)
 
 
@@ -215,7 +218,6 @@ class _Checkpoints:
         s = self.start
         s.progress.update(phase="done", step=last_step)
         save_checkpoint(self.run_dir, s.model, s.config, dict(s.progress))
-        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
 
 
 def _run_schedule(start: _Start, stream: SyntheticAnomalyStream, opts: TrainOptions, device: torch.device,
@@ -225,7 +227,7 @@ def _run_schedule(start: _Start, stream: SyntheticAnomalyStream, opts: TrainOpti
                 ("segmentation", opts.steps_seg, segmentation_step_loss, opts.steps_student * opts.batch_size)]
     progress, state = start.progress, start.optimizer_state
     for phase, steps, loss_fn, offset in schedule:
-        done = PHASES.index(progress["phase"]) > PHASES.index(phase) or progress["phase"] == "done"
+        done = progress["phase"] == "done" or PHASES.index(progress["phase"]) > PHASES.index(phase)
         if done:
             continue
         first = progress["step"] if progress["phase"] == phase else 0
@@ -254,7 +256,12 @@ def train(opts: TrainOptions) -> Path:
     if opts.batch_size < 2:
         raise ValueError("--batch-size must be at least 2 (batch norm in the segmentation network needs it)")
     run_dir = Path(opts.out)
+    checkpoint = claim_run_folder(run_dir, opts)
+    if checkpoint is not None and read_config(checkpoint)["progress"]["phase"] == "done":
+        print(f"destseg-train: {run_dir} has already finished; nothing to resume (--overwrite trains it again)")
+        return run_dir
     paths = good_images(opts.data, opts.category)
+    warn_odd_image_sizes(paths, opts.image_size)
     device = resolve_device(opts.device)
     if opts.bf16 and device.type == "cpu" and not native_bf16():
         log.warning("--bf16 on a CPU without AMX/AVX512-BF16 is emulated and slower than FP32")
@@ -262,7 +269,7 @@ def train(opts: TrainOptions) -> Path:
     torch.manual_seed(opts.seed)
     handler = _setup_logging(run_dir)
     try:
-        start = _resume(run_dir) if opts.resume and (run_dir / MODEL_FILE).is_file() else _fresh_start(opts, paths)
+        start = _resume(checkpoint) if checkpoint is not None else _fresh_start(opts, paths)
         start.model = start.model.to(device).to(memory_format=torch.channels_last)
         config = start.config
         stream = SyntheticAnomalyStream(

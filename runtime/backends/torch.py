@@ -45,13 +45,15 @@ class TorchBackend:
         self.precision = resolve_precision(precision, native)
         if threads:
             torch.set_num_threads(threads)
-        self._model, config = load_run(run_dir, device="cpu")
+        self._model, config = load_run(run_dir, device="cpu", allow_unfinished=True)  # a development tool: says so below
         self._mean, self._std = config.get("mean", self._model.spec.mean), config.get("std", self._model.spec.std)
         self.image_size = int(config["image_size"])
         self.thresholds = config.get("thresholds") or {}
         self.batch_size = batch_size
         why = "native bf16 on this CPU" if native else "no native bf16 on this CPU"
-        self.detail = f"run {run_dir} on CPU, {self.precision} ({why}), {torch.get_num_threads()} threads"
+        phase = config.get("progress", {}).get("phase", "done")
+        unfinished = "" if phase == "done" else f", UNFINISHED run (stopped in {phase})"
+        self.detail = f"run {run_dir}{unfinished} on CPU, {self.precision} ({why}), {torch.get_num_threads()} threads"
         self._timings = {"h2d": 0.0, "infer": 0.0, "d2h": 0.0}
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
