@@ -82,7 +82,7 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     for out, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         assert main([str(tmp_path / out), *args, "--seed", seed]) == 0
     a, b, c = (_files(tmp_path / out / "gizmo") for out in "abc")
-    assert len(a) == 3 + 4 + 2 and a == b
+    assert len(a) == 3 + 4 + 2 + 1 and a == b  # images, masks, the marker
     assert a.keys() == c.keys() and a != c
 
 
@@ -108,9 +108,8 @@ def test_no_global_statistic_separates_good_from_defective(tmp_path, category, k
 
 
 def test_failed_run_leaves_the_existing_category_untouched(tmp_path, monkeypatch):
-    old = tmp_path / "gizmo"
-    old.mkdir()
-    (old / "keep.txt").write_text("previous dataset")
+    old = write_dataset(tmp_path, "gizmo", train=2, test=2, size=32)
+    before = _files(old)
     real_write, calls = synthetic_dataset.write_image, []
 
     def fail_on_fifth(*args, **kwargs):
@@ -123,11 +122,11 @@ def test_failed_run_leaves_the_existing_category_untouched(tmp_path, monkeypatch
     with pytest.raises(OSError):
         write_dataset(tmp_path, "gizmo", train=4, test=4, size=32)
     assert [p.name for p in tmp_path.iterdir()] == ["gizmo"]  # no temporary folder left behind
-    assert [p.name for p in old.iterdir()] == ["keep.txt"]
+    assert _files(old) == before
 
     monkeypatch.undo()
     write_dataset(tmp_path, "gizmo", train=4, test=4, size=32)
-    assert not (old / "keep.txt").exists() and len(list((old / "train" / "good").iterdir())) == 4
+    assert len(list((old / "train" / "good").iterdir())) == 4
 
 
 @pytest.mark.parametrize("bad", [

@@ -139,8 +139,8 @@ def build_model(config: Dict[str, Any]) -> DeSTSeg:
 
 def describe_progress(progress: Dict[str, Any]) -> str:
     phase, step = progress.get("phase"), progress.get("step")
-    return {"student": f"step 1 (student) at step {step}", "segmentation": f"step 2 (segmentation) at step {step}",
-            "done": "finished"}.get(phase, f"{phase} at step {step}")
+    return {"student": f"step 1 (student), iteration {step}", "segmentation": f"step 2 (segmentation), iteration {step}",
+            "done": "finished"}.get(phase, f"{phase}, iteration {step}")
 
 
 def check_weights(run_dir: str | os.PathLike, config: Dict[str, Any]) -> Path:
