@@ -75,20 +75,20 @@ def _runtime(argv: List[str], capsys) -> Tuple[int, str, str]:
 
 
 # 1. export --out must be a bundle, an empty folder or new; never the run, never a user's folder.
-def test_export_refuses_an_out_that_is_not_a_bundle(run, tmp_path, capsys):
+def test_export_refuses_an_out_that_is_not_a_bundle(run_copy, tmp_path, capsys):
     from destseg.export.cli import main as export_main
 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.txt").write_text("years of work")
     (tmp_path / "file.txt").write_text("a file")
-    before = _tree(run)
-    for out, message in ((run, "is the run"), (run / "bundle", "is the run"), (mine, "not a bundle"),
+    before = _tree(run_copy)
+    for out, message in ((run_copy, "is the run"), (run_copy / "bundle", "is the run"), (mine, "not a bundle"),
                          (tmp_path / "file.txt", "not a folder")):
-        assert export_main([str(run), "--out", str(out)]) == 2
+        assert export_main([str(run_copy), "--out", str(out)]) == 2
         assert message in _one_line(capsys.readouterr().err, "destseg-export: error: ")
     assert (mine / "thesis.txt").read_text() == "years of work" and (tmp_path / "file.txt").read_text() == "a file"
-    assert _tree(run) == before and not (run / "bundle").exists()
+    assert _tree(run_copy) == before and not (run_copy / "bundle").exists()
 
 
 # 2. A failed --int8 export leaves the previous INT8 bundle, not a new FP32-only one.
