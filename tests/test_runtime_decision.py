@@ -114,7 +114,8 @@ def test_a_run_with_roi_and_minimum_area_judges_by_regions(bundle, tmp_path, cap
     assert code == 0, err
     assert [(e["verdict"], e["defect_area"], e["roi"], e["min_defect_area"]) for e in events] == [
         ("NG", 1600, True, 300), ("OK", 0, True, 300), ("OK", 256, True, 300)]
-    assert sorted(p.name for p in (tmp_path / "ng").iterdir()) == ["000000_frame.png", "000000_heatmap.jpg"]
+    saved = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "ng").iterdir())  # after the run id
+    assert saved == ["000000_frame.png", "000000_heatmap.jpg"]
     validate_events(plain + events)
 
 

@@ -121,7 +121,7 @@ def test_a_folder_of_images_is_a_source(bundle, tmp_path, capsys):
                              "--save-anomalies", str(tmp_path / "ng")], capsys)
     assert code == 0, err
     assert [(e["file"], e["verdict"]) for e in events] == [("a.png", "NG"), ("b.jpg", "OK"), ("c.png", "NG")]
-    saved = sorted(p.name for p in (tmp_path / "ng").iterdir())
+    saved = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "ng").iterdir())  # after the run id
     assert saved == ["000000_frame.png", "000000_heatmap.jpg", "000002_frame.png", "000002_heatmap.jpg"]
 
 
