@@ -69,6 +69,14 @@ def _calibration_source(meta: Dict, opts: Int8Options) -> Tuple[str, Optional[st
     return run_config["data"], run_config.get("category")
 
 
+def _is_training_split(meta: Dict, source: str, category: Optional[str]) -> bool:
+    """Whether the calibration images are the ones the run trained on: normal by the user's own word
+    (and a barely trained model's threshold would call many of them defective)."""
+    run_config = meta["model"].get("config", {})
+    data = run_config.get("data")
+    return bool(data) and Path(source).resolve() == Path(data).resolve() and category == run_config.get("category")
+
+
 def _holdout(source: str, category: Optional[str], calib: List[Path], size: int, seed: int) -> Tuple[np.ndarray, bool]:
     """Normal images not used for calibration; test/good, or the calibration set itself, as fall-backs."""
     used = {p.resolve() for p in calib}
@@ -178,7 +186,7 @@ def _select_images(bundle: Bundle, opts: Int8Options) -> _Images:
     source, category = _calibration_source(bundle.meta, opts)
     calib = select_images(source, category, opts.count, opts.seed, opts.force_calib)
     threshold = bundle.thresholds.get("image")
-    if threshold is not None:
+    if threshold is not None and not _is_training_split(bundle.meta, source, category):
         _, scores = run_onnx(bundle.model_path("fp32"), np.concatenate(list(batches(calib, size, 1))))
         check_scores(scores, float(threshold), opts.force_calib)
     holdout, held_out = _holdout(source, category, calib, size, opts.seed)

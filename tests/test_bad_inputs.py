@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 
-from destseg.images import write_image
+from destseg.images import read_rgb, write_image
 from tests.conftest import CATEGORY, TINY, train_tiny, untrained_run
 from tests.test_runtime_backends import write_brightness_bundle
 
@@ -279,10 +279,13 @@ def test_calibration_images_that_score_above_the_threshold_are_refused(run, synt
     bundle = tmp_path / "bundle"
     export_bundle(low, bundle)
     before = _tree(bundle)
+    photos = tmp_path / "photos"  # a folder of the user's, not the run's training split
+    for image in sorted((synthetic_root / CATEGORY / "train" / "good").iterdir())[:8]:
+        write_image(photos / image.name, read_rgb(image))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few calibration images
         with pytest.raises(CalibrationError, match="8 of 8 calibration images score at or above.*--force-calib"):
-            run_int8(bundle, ["--calib-dir", str(synthetic_root), "--calib-category", CATEGORY, "--calib-count", "8"])
+            run_int8(bundle, ["--calib-dir", str(photos), "--calib-count", "8"])
     assert _tree(bundle) == before
     with pytest.warns(UserWarning, match="5 of 8 calibration images.*anyway"):
         check_scores(np.array([0.9] * 5 + [0.1] * 3), 0.5, force=True)
