@@ -11,7 +11,8 @@ A frame's path, one file per step (read them in this order):
   are opened through ``destseg.inference`` and ``destseg.tensorrt``.
 - ``events.py``: the score's OK/NG verdict (``destseg.verdict``) becomes a JSON line
   (``event.schema.json``); ``decision.py`` narrows it by ROI, minimum defect area and deadline.
-- ``sinks.py``: the overlay goes to the display, a video file or RTP; NG frames to a folder.
+- ``sinks.py``: the overlay goes to the display, a video file or RTP; NG frames to a folder;
+  ``output_paths.py`` checks every path written, before the first frame.
 - ``profiler.py``: every stage's milliseconds, summarised like trtexec.
 - ``publishers.py``: every event to MQTT and webhooks, through bounded queues;
   ``dashboard.py`` (and ``dashboard.html``): the live web view and its JSON API;
