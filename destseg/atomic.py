@@ -1,7 +1,9 @@
 """Atomic writes: a reader never sees a half-written file or folder.
 
 Everything the stages hand each other (checkpoints, configs, bundles, reports) goes
-through here: write to a temporary sibling, then ``os.replace`` it into place.
+through here: write to a temporary sibling, then ``os.replace`` it into place. A folder
+replaced as a whole must first pass :func:`check_replaceable` (never a user's folder), and
+a log that grows while it is read is a :class:`LineLog` (whole lines appended, one writer).
 """
 from __future__ import annotations
 
@@ -75,7 +77,12 @@ def atomic_dir(path: str | os.PathLike, keep: bool = False) -> Iterator[Path]:
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:  # Ctrl-C between the two renames: put the previous folder back
+            if old is not None and not path.exists():
+                os.replace(old, path)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -94,9 +101,11 @@ def check_replaceable(path: str | os.PathLike, marker: str, what: str, flag: str
     ``--out`` must never delete a user's files.
     """
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    if path.is_symlink():
+        raise NotOursError(f"{flag} {path} is a link; pass the folder it points to, or a new folder, for the {what}")
+    if not path.exists():
         return
-    if not path.is_dir() or path.is_symlink():
+    if not path.is_dir():
         raise NotOursError(f"{flag} {path} exists and is not a folder; pick a new folder for the {what}")
     if (path / marker).is_file() or not any(path.iterdir()):
         return
@@ -108,6 +117,10 @@ def same_or_inside(path: str | os.PathLike, other: str | os.PathLike) -> bool:
     """Whether ``path`` is ``other`` or lies inside it, links resolved (the file system's answer, not the spelling)."""
     a, b = Path(path).resolve(), Path(other).resolve()
     return a == b or b in a.parents
+
+
+class LockedError(ValueError):
+    """Another process holds the file's advisory lock."""
 
 
 class LineLog:
@@ -141,7 +154,3 @@ class LineLog:
         if self._fd >= 0:
             os.close(self._fd)  # closing releases the lock
             self._fd = -1
-
-
-class LockedError(ValueError):
-    """Another process holds the file's advisory lock."""
