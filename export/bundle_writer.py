@@ -128,7 +128,7 @@ def _engines(fused: FusedDeSTSeg, onnx_path: Path, folder: Path, opts: ExportOpt
 def check_out(run_dir: str | os.PathLike, out: str | os.PathLike) -> None:
     """Refuse an ``--out`` whose replacement would delete what export did not write."""
     if same_or_inside(out, run_dir) or same_or_inside(run_dir, out):
-        raise ExportError(f"--out {out} is the run {run_dir}, inside it or around it; write the bundle to its own folder")
+        raise ExportError(f"--out {out} is, contains or lies inside the run {run_dir}; write the bundle to its own folder")
     check_replaceable(out, BUNDLE_FILE, "bundle", "--out")
 
 

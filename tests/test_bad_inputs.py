@@ -83,7 +83,7 @@ def test_export_refuses_an_out_that_is_not_a_bundle(run_copy, tmp_path, capsys):
     (mine / "thesis.txt").write_text("years of work")
     (tmp_path / "file.txt").write_text("a file")
     before = _tree(run_copy)
-    for out, message in ((run_copy, "is the run"), (run_copy / "bundle", "is the run"), (mine, "not a bundle"),
+    for out, message in ((run_copy, "lies inside the run"), (run_copy / "bundle", "lies inside the run"), (mine, "not a bundle"),
                          (tmp_path / "file.txt", "not a folder")):
         assert export_main([str(run_copy), "--out", str(out)]) == 2
         assert message in _one_line(capsys.readouterr().err, "destseg-export: error: ")
