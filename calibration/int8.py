@@ -1,8 +1,9 @@
 """Adding INT8 to a bundle: calibrate, quantise both forms, report, gate, record.
 
-This is what ``destseg-export --int8`` calls once the FP32 bundle exists. The bundle is
-updated atomically: a refused model or an error leaves it exactly as it was, and the
-report of a refused model is written beside the bundle so the user can see why.
+This is what ``destseg-export --int8`` calls on the FP32 bundle it is still building (so the
+previous bundle stays in place until INT8 has passed too). The bundle is updated atomically:
+a refused model or an error leaves it exactly as it was, and the report of a refused model
+is written beside the bundle (or where the caller says) so the user can see why.
 """
 from __future__ import annotations
 
