@@ -10,6 +10,7 @@ one-line messages.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from typing import Any, Optional, Type
 
@@ -60,6 +61,26 @@ def gst() -> Any:
 
 def has_element(name: str) -> bool:
     return gst().ElementFactory.find(name) is not None
+
+
+def has_property(element: str, prop: str) -> bool:
+    """Whether this GStreamer's ``element`` has ``prop`` (videoscale's n-threads came with 1.20)."""
+    factory = gst().ElementFactory.find(element)
+    if factory is None:
+        return False
+    return factory.create(None).find_property(prop) is not None
+
+
+# Slices for videoconvert/videoscale: beyond four the threads wait on memory more than they convert.
+MAX_CONVERTER_THREADS = 4
+
+
+def converter_threads() -> Optional[int]:
+    """n-threads for the generic converters (all cores up to MAX_CONVERTER_THREADS), None where
+    this GStreamer lacks the property (the converters then run single-threaded, as before 1.20)."""
+    if not (has_property("videoconvert", "n-threads") and has_property("videoscale", "n-threads")):
+        return None
+    return max(1, min(MAX_CONVERTER_THREADS, os.cpu_count() or 1))
 
 
 def resolve_platform(requested: str = "auto") -> str:
