@@ -266,17 +266,19 @@ def open_source(
     realtime: bool = False,
     latency_ms: int = 100,
     full_frame: bool = True,
+    inference_threads: Optional[int] = None,
 ) -> FrameReader:
     """Open any source by URI and return its frame reader (started).
 
     ``full_frame``: deliver the full-resolution picture too (the display, recordings, the
-    dashboard and saved anomalies need it; verdicts alone do not).
+    dashboard and saved anomalies need it; verdicts alone do not). ``inference_threads``: the
+    CPU threads the backend takes (None: its default, all cores), so the converters take the rest.
     """
     spec = parse_source(text)
     if spec.kind == "folder":
         return ImageFolderReader(Path(spec.location), size, fps)
     mode = camera_mode(spec.location, width, height, fps) if spec.kind == "v4l2" else None
-    threads = converter_threads() if platform != "jetson" else None
+    threads = converter_threads(inference_threads) if platform != "jetson" else None
     description = source_pipeline(spec, size, platform, width, height, fps, mode, realtime, latency_ms, full_frame, threads)
     return GstFrameReader(description, live=spec.live or realtime, count_drops=spec.live or realtime,
                           name=text, nominal_fps=fps)

@@ -233,7 +233,7 @@ class Stream:
     def _open_source(self) -> FrameReader:
         o = self.opts
         return open_source(o.source, self.backend.image_size, self.platform, o.width, o.height, o.fps, o.realtime,
-                           o.latency_ms, full_frame=needs_full_frame(self.outputs, o))
+                           o.latency_ms, full_frame=needs_full_frame(self.outputs, o), inference_threads=o.threads)
 
     def run(self) -> Dict[str, Any]:
         """Stream until the source ends, a limit is reached or a signal arrives; returns the profile summary."""

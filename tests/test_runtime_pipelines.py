@@ -412,3 +412,13 @@ def test_the_runtime_and_the_bench_import_no_other_stage():
             "bad = [m for m in sys.modules if m.startswith(('destseg.export', 'destseg.calibration', 'destseg.train'))]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_converters_take_the_cores_inference_leaves_free():
+    if converter_threads() is None:
+        pytest.skip("this GStreamer's converters have no n-threads (before 1.20)")
+    assert converter_threads(1, cores=2) == 1
+    assert converter_threads(2, cores=8) == 4  # at most MAX_CONVERTER_THREADS
+    assert converter_threads(6, cores=8) == 2
+    assert converter_threads(None, cores=8) == 1  # the backend's default takes every core
+    assert converter_threads(4, cores=2) == 1
