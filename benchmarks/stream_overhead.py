@@ -12,6 +12,8 @@ slower; end-to-end p99 <= 1.25 x p50. For each resolution, every repeat runs, ba
 - ``source-only, full frame``: the same with the full-resolution branch an output would add;
 - ``bare inference``: ``backend.infer`` on one frame in a loop;
 - ``overlay``: :func:`destseg.overlay.overlay` at the frame's size (paid only with an output);
+- ``output``: the runtime's file output taking ready frames (MJPEG in AVI: the encoder every
+  GStreamer has; x264 and hardware encoders cost differently), only with ``--output``;
 - ``stream``: destseg-runtime's loop, headless with JSON Lines, on a non-live test pattern
   (frames delivered as fast as the model takes them); FPS from the capture timestamps;
   ``stream, full frame``: the same with the full-resolution branch (as with an output, minus
@@ -45,6 +47,7 @@ from destseg.overlay import overlay
 from destseg.runtime.backends import open_backend
 from destseg.runtime.frames import SourceEnded
 from destseg.runtime.gst import converter_threads, parse_pipeline, stop, wait_for_eos, gst
+from destseg.runtime.sinks import open_sink
 from destseg.runtime.sources import convert_chain, open_source, parse_source, scale_chain, source_head
 from destseg.runtime.stream import Stream, StreamOptions
 
@@ -136,6 +139,24 @@ def overlay_cost(width: int, height: int, map_size: int, frames: int) -> Callabl
     return work
 
 
+def output_cost(width: int, height: int, frames: int) -> Callable[[], int]:
+    """The runtime's file output (MJPEG in AVI, the encoder every GStreamer has) taking ready frames."""
+    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+    def work() -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            sink = open_sink(str(Path(tmp) / "out.avi"), width, height, 30.0, "generic")
+            try:
+                for index in range(frames):
+                    sink.write(rgb, index / 30.0)
+            finally:
+                error = sink.close()
+            if error:
+                raise RuntimeError(error)
+        return frames
+    return work
+
+
 def streaming(args: argparse.Namespace, width: int, height: int, full_frame: bool) -> Dict[str, Any]:
     """FPS, CPU per frame and per-stage statistics from the runtime's own JSON Lines, without the warm-up.
 
@@ -171,6 +192,7 @@ def one_repeat(args: argparse.Namespace, backend: Any, width: int, height: int) 
     rows: Dict[str, Tuple[float, float]] = gstreamer_stages(args, size, width, height)
     rows["source-only, full frame"] = timed(source_only(args, size, width, height, full_frame=True))
     rows["overlay (with an output)"] = timed(overlay_cost(width, height, size, min(args.frames, 100)))
+    rows["output: MJPEG .avi"] = timed(output_cost(width, height, min(args.frames, 100)))
     full = streaming(args, width, height, full_frame=True)
     rows["stream, full frame"] = (1e3 / full["fps"], full["cpu_ms"])
     bare(backend, args.warmup)()

@@ -2,8 +2,9 @@
 
 ``GstFrameReader`` pulls from the appsinks that ``sources.py`` puts at the end of every
 pipeline and, with a full-resolution branch, pairs the two by buffer timestamp (a live source
-may drop a frame on one branch and not the other). ``ImageFolderReader`` reads a folder of still images, where GStreamer
-adds nothing: it decodes with :func:`destseg.images.read_rgb` and scales with
+may drop a frame on one branch and not the other); without one, the frame's size comes from
+the caps of the pipeline's ``decoded`` queue. ``ImageFolderReader`` reads a folder of still
+images, where GStreamer adds nothing: it decodes with :func:`destseg.images.read_rgb` and scales with
 :func:`destseg.preprocess.frame_to_input`, the function GStreamer's scaler is matched to.
 """
 from __future__ import annotations

@@ -3,15 +3,16 @@
 ``parse_source`` reads the URI (and rejects a bad one before anything starts);
 ``source_pipeline`` builds the GStreamer description (a pure function, so the Jetson strings
 are tested on machines without Jetson elements); ``open_source`` starts it. Every pipeline
-ends the same way: a ``tee`` with one branch carrying the full-resolution RGB frame (for the
-display) into appsink ``frame`` and one scaled to the model's S x S RGB in GStreamer
-(videoscale, or nvvidconv on a Jetson) into appsink ``model``; the frame reader pairs the
-two by buffer timestamp.
+ends the same way (:func:`split_tail`): a queue named ``decoded`` right after the source, then
+conversion and scaling to the model's S x S RGB in GStreamer (videoconvert and videoscale, or
+nvvidconv on a Jetson) into appsink ``model``; when something shows or keeps the picture, a
+``tee`` also carries the full-resolution RGB frame into appsink ``frame``, and the frame reader
+pairs the two by buffer timestamp.
 
-Live sources (cameras, RTSP, ``test://``) keep only the newest frame in each appsink
-(drop=true max-buffers=1, sync=false) so latency stays bounded; files deliver every frame
-(the appsinks block the decoder) unless ``realtime``, which plays them at their frame rate
-and drops like a camera.
+Live sources (cameras, RTSP, ``test://``) keep only the newest frame (leaky queue, appsinks with
+drop=true, sync=false) so latency stays bounded; files deliver every frame (the appsinks block
+the decoder, two frames ahead) unless ``realtime``, which plays them at their frame rate and
+drops like a camera.
 """
 from __future__ import annotations
 
