@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -116,12 +116,16 @@ def source_only(args: argparse.Namespace, size: int, width: int, height: int, fu
     return work
 
 
-def bare(backend: Any, frames: int) -> Callable[[], int]:
+def bare(backend: Any, frames: int, latencies: Optional[List[float]] = None) -> Callable[[], int]:
+    """``backend.infer`` on one frame in a loop; each call's milliseconds go to ``latencies``."""
     frame = np.random.default_rng(0).integers(0, 256, (1, backend.image_size, backend.image_size, 3), dtype=np.uint8)
+    times = latencies if latencies is not None else []
 
     def work() -> int:
         for _ in range(frames):
+            start = time.perf_counter()
             backend.infer(frame)
+            times.append((time.perf_counter() - start) * 1e3)
         return frames
     return work
 
@@ -196,9 +200,13 @@ def one_repeat(args: argparse.Namespace, backend: Any, width: int, height: int) 
     full = streaming(args, width, height, full_frame=True)
     rows["stream, full frame"] = (1e3 / full["fps"], full["cpu_ms"])
     bare(backend, args.warmup)()
-    source_before, bare_before = timed(source_only(args, size, width, height, False)), timed(bare(backend, args.frames))
+    latencies: List[float] = []
+    source_before = timed(source_only(args, size, width, height, False))
+    bare_before = timed(bare(backend, args.frames, latencies))
     stream = streaming(args, width, height, full_frame=False)
-    bare_after, source_after = timed(bare(backend, args.frames)), timed(source_only(args, size, width, height, False))
+    bare_after = timed(bare(backend, args.frames, latencies))
+    source_after = timed(source_only(args, size, width, height, False))
+    infer = latency_statistics(latencies, digits=3)
     rows["source-only"] = bracketed(source_before, source_after)
     rows["bare inference"] = bracketed(bare_before, bare_after)
     rows["stream"] = (1e3 / stream["fps"], stream["cpu_ms"])
@@ -206,7 +214,7 @@ def one_repeat(args: argparse.Namespace, backend: Any, width: int, height: int) 
     bare_fps, source_fps = 1e3 / rows["bare inference"][0], 1e3 / rows["source-only"][0]
     return {"rows_ms": rows, "stream_stages_ms": stream["stages_ms"], "bare_fps": bare_fps, "source_fps": source_fps,
             "stream_fps": stream["fps"], "fps_ratio": stream["fps"] / bare_fps, "source_ratio": stream["fps"] / source_fps,
-            "p99_over_p50": e2e["p99"] / e2e["median"],
+            "p99_over_p50": e2e["p99"] / e2e["median"], "bare_p99_over_p50": infer["p99"] / infer["median"],
             "cpu_overhead_ms": stream["cpu_ms"] - rows["bare inference"][1] - rows["source-only"][1]}
 
 
@@ -230,7 +238,8 @@ def summarise(width: int, height: int, repeats: List[Dict[str, Any]]) -> Dict[st
         "stream_stage_medians_ms": {s: spread([r["stream_stages_ms"][s]["median"] for r in repeats])
                                     for s in repeats[0]["stream_stages_ms"]},
         **{k: spread([r[k] for r in repeats]) for k in ("bare_fps", "source_fps", "stream_fps", "fps_ratio",
-                                                        "source_ratio", "p99_over_p50", "cpu_overhead_ms")},
+                                                        "source_ratio", "p99_over_p50", "bare_p99_over_p50",
+                                                        "cpu_overhead_ms")},
         "fps_target": fps_target,
         "fps_target_met_in": f"{sum(met)}/{len(met)}",
         "latency_target_met_in": f"{sum(r['p99_over_p50'] <= LATENCY_TARGET for r in repeats)}/{len(repeats)}",
@@ -246,6 +255,7 @@ def print_table(s: Dict[str, Any]) -> None:
     print("stream's own stages, median ms: " + ", ".join(f"{k} {v['median']:.2f}" for k, v in s["stream_stage_medians_ms"].items()))
     for key, label in (("bare_fps", "bare FPS"), ("source_fps", "source-only FPS"), ("stream_fps", "stream FPS"),
                        ("fps_ratio", "stream / bare"), ("source_ratio", "stream / source-only"), ("p99_over_p50", "p99 / p50"),
+                       ("bare_p99_over_p50", "bare inference's own p99 / p50"),
                        ("cpu_overhead_ms", "CPU ms/frame beyond source-only + bare")):
         v = s[key]
         print(f"{label:<40}{v['median']:>9.3f}  ({v['min']:.3f}-{v['max']:.3f})")
