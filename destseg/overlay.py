@@ -8,7 +8,7 @@ perfectly good part as hot as a broken one.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -86,8 +86,14 @@ def overlay(
     pixel_threshold: Optional[float] = None,
     alpha: float = 0.5,
     verdict: Optional[str] = None,
+    size: Optional[Tuple[int, int]] = None,
 ) -> np.ndarray:
     """A new H x W x 3 uint8 RGB frame: ``rgb`` blended with the jet-coloured map.
+
+    With ``size`` (width, height) the frame is first resized to it (area when shrinking) and
+    everything is drawn there, as an output of that size shows it: cheaper than drawing at
+    the camera's resolution and scaling the result, and the label and outline keep their
+    proportions.
 
     The map (any size, resized to the frame) is read as values in [0, 1]. With ``score`` the
     top-left corner shows it; with ``threshold`` too, the verdict of :func:`destseg.verdict.verdict`:
@@ -99,6 +105,9 @@ def overlay(
     _check_frame(rgb)
     if not 0.0 <= alpha <= 1.0:
         raise OverlayError(f"alpha must be in [0, 1], got {alpha}")
+    if size is not None and tuple(size) != (rgb.shape[1], rgb.shape[0]):
+        shrink = size[0] * size[1] < rgb.shape[0] * rgb.shape[1]
+        rgb = cv2.resize(rgb, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     h, w = rgb.shape[:2]
     m = _as_2d_map(anomaly_map)
     heat = _jet(m)

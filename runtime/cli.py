@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", help="camera: /dev/video0, v4l2:///dev/video0 or csi://0 (Jetson)")
-    src.add_argument("--input", help="video file, file:// or http(s):// URI, rtsp://..., a folder of images, or test://PATTERN[?live=0&frames=N]")
+    src.add_argument("--input", help="video file, file:// or http(s):// URI, rtsp://..., a folder of images, or test://PATTERN[?live=0&frames=N&format=I420]")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--bundle", default=os.environ.get("DESTSEG_BUNDLE", DEFAULT_BUNDLE),
                        help="bundle folder from destseg-export (default $DESTSEG_BUNDLE or ./bundle)")

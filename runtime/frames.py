@@ -1,9 +1,10 @@
-"""Frames out of a running source: the full-resolution picture paired with the model's S x S input.
+"""Frames out of a running source: the model's S x S input, with the full-resolution picture when asked.
 
-``GstFrameReader`` pulls from the two appsinks that ``sources.py`` puts at the end of every
-pipeline and pairs them by buffer timestamp (a live source may drop a frame on one branch
-and not the other). ``ImageFolderReader`` reads a folder of still images, where GStreamer
-adds nothing: it decodes with :func:`destseg.images.read_rgb` and scales with
+``GstFrameReader`` pulls from the appsinks that ``sources.py`` puts at the end of every
+pipeline and, with a full-resolution branch, pairs the two by buffer timestamp (a live source
+may drop a frame on one branch and not the other); without one, the frame's size comes from
+the caps of the pipeline's ``decoded`` queue. ``ImageFolderReader`` reads a folder of still
+images, where GStreamer adds nothing: it decodes with :func:`destseg.images.read_rgb` and scales with
 :func:`destseg.preprocess.frame_to_input`, the function GStreamer's scaler is matched to.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -35,13 +36,18 @@ class SourceLost(Exception):
 
 @dataclass(frozen=True)
 class Frame:
-    rgb: np.ndarray  # H x W x 3 uint8, full resolution
+    rgb: Optional[np.ndarray]  # H x W x 3 uint8, full resolution; None when the reader was not asked for it
     model_rgb: np.ndarray  # S x S x 3 uint8, the model's input
     pts_s: Optional[float]  # buffer timestamp in the stream, seconds
     captured_at: float  # wall-clock (epoch) seconds the frame was captured
     capture_ms: float  # live: buffer timestamp to appsink; files: waiting for the decoder
     name: Optional[str] = None  # file name, for image folders
     convert_ms: float = 0.0  # copying the samples into numpy (the profile's preprocess)
+    size: Tuple[int, int] = (0, 0)  # (height, width) of the full-resolution frame, known also without ``rgb``
+
+    def __post_init__(self) -> None:
+        if self.size == (0, 0) and self.rgb is not None:
+            object.__setattr__(self, "size", tuple(self.rgb.shape[:2]))
 
 
 class FrameReader(Protocol):
@@ -69,8 +75,14 @@ def sample_rgb(sample: Any) -> np.ndarray:
     return np.ascontiguousarray(rows[:, :, :3])
 
 
+def caps_size(caps: Any) -> Tuple[int, int]:
+    """(height, width) of video caps."""
+    structure = caps.get_structure(0)
+    return structure.get_value("height"), structure.get_value("width")
+
+
 class GstFrameReader:
-    """A started GStreamer source pipeline ending in appsinks ``frame`` and ``model``."""
+    """A started GStreamer source pipeline ending in appsink ``model`` (and ``frame``, if it has one)."""
 
     def __init__(self, description: str, live: bool, count_drops: bool, name: str, nominal_fps: float) -> None:
         Gst = gst()
@@ -82,10 +94,10 @@ class GstFrameReader:
         self._count_drops = count_drops
         self._pipeline = parse_pipeline(description, SourceError, f"source {name}")
         self._model = self._pipeline.get_by_name("model")
-        self._frame = self._pipeline.get_by_name("frame")
+        self._frame = self._pipeline.get_by_name("frame")  # None: no full-resolution branch
+        self._decoded_pad = self._pipeline.get_by_name("decoded").get_static_pad("sink")
         if count_drops:
-            pad = self._pipeline.get_by_name("t").get_static_pad("sink")
-            pad.add_probe(Gst.PadProbeType.BUFFER, self._count_decoded)
+            self._decoded_pad.add_probe(Gst.PadProbeType.BUFFER, self._count_decoded)
         if self._pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             error = pop_error(self._pipeline) or "the pipeline refused to start"
             stop(self._pipeline)
@@ -114,6 +126,8 @@ class GstFrameReader:
 
     def _pair(self, model: Any) -> Any:
         """The full-resolution sample with ``model``'s timestamp (older samples on either side are skipped)."""
+        if self._frame is None:
+            return model, None
         none = gst().CLOCK_TIME_NONE
         frame = self._must_pull(self._frame, "full-resolution")
         while True:
@@ -134,7 +148,7 @@ class GstFrameReader:
         model, frame = self._pair(model)
         self._delivered += 1
         if self._delivered == 1:
-            self._read_fps(frame)
+            self._read_fps(model)
         pts = model.get_buffer().pts
         valid = pts != gst().CLOCK_TIME_NONE
         capture_ms = waited_ms
@@ -142,7 +156,9 @@ class GstFrameReader:
         if self.live and valid and clock is not None:
             capture_ms = max(0.0, (clock.get_time() - self._pipeline.get_base_time() - pts) / 1e6)
         converting = time.perf_counter()
-        rgb, model_rgb = sample_rgb(frame), sample_rgb(model)
+        rgb = sample_rgb(frame) if frame is not None else None
+        model_rgb = sample_rgb(model)
+        size = rgb.shape[:2] if rgb is not None else caps_size(self._decoded_pad.get_current_caps())
         return Frame(
             rgb=rgb,
             model_rgb=model_rgb,
@@ -150,6 +166,7 @@ class GstFrameReader:
             captured_at=time.time() - capture_ms / 1e3,
             capture_ms=capture_ms,
             convert_ms=(time.perf_counter() - converting) * 1e3,
+            size=tuple(size),
         )
 
     def _read_fps(self, sample: Any) -> None:

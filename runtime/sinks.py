@@ -211,6 +211,11 @@ class VideoSink:
             stop(self._pipeline)
             raise SinkError(f"cannot start output {text}; for display check $DISPLAY, for files the path")
 
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) the output encodes: the overlay is drawn at this size."""
+        return self._size
+
     def write(self, rgb: np.ndarray, timestamp_s: float) -> None:
         """Queue one frame; timestamps are made strictly increasing (a reconnect restarts the source's)."""
         Gst = gst()

@@ -3,15 +3,16 @@
 ``parse_source`` reads the URI (and rejects a bad one before anything starts);
 ``source_pipeline`` builds the GStreamer description (a pure function, so the Jetson strings
 are tested on machines without Jetson elements); ``open_source`` starts it. Every pipeline
-ends the same way: a ``tee`` with one branch carrying the full-resolution RGB frame (for the
-display) into appsink ``frame`` and one scaled to the model's S x S RGB in GStreamer
-(videoscale, or nvvidconv on a Jetson) into appsink ``model``; the frame reader pairs the
-two by buffer timestamp.
+ends the same way (:func:`split_tail`): a queue named ``decoded`` right after the source, then
+conversion and scaling to the model's S x S RGB in GStreamer (videoconvert and videoscale, or
+nvvidconv on a Jetson) into appsink ``model``; when something shows or keeps the picture, a
+``tee`` also carries the full-resolution RGB frame into appsink ``frame``, and the frame reader
+pairs the two by buffer timestamp.
 
-Live sources (cameras, RTSP, ``test://``) keep only the newest frame in each appsink
-(drop=true max-buffers=1, sync=false) so latency stays bounded; files deliver every frame
-(the appsinks block the decoder) unless ``realtime``, which plays them at their frame rate
-and drops like a camera.
+Live sources (cameras, RTSP, ``test://``) keep only the newest frame (leaky queue, appsinks with
+drop=true, sync=false) so latency stays bounded; files deliver every frame (the appsinks block
+the decoder, two frames ahead) unless ``realtime``, which plays them at their frame rate and
+drops like a camera.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from destseg.images import list_images
 from destseg.runtime.cameras import CameraMode, camera_mode, missing_camera_message, video_devices
 from destseg.runtime.errors import SourceError
 from destseg.runtime.frames import FrameReader, GstFrameReader, ImageFolderReader
+from destseg.runtime.gst import converter_threads
 from destseg.runtime.jetson_caps import accepts
 
 # videotestsrc's patterns (GStreamer 1.16 to 1.24).
@@ -34,6 +36,9 @@ TEST_PATTERNS = (
     "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut", "chroma-zone-plate", "solid-color",
     "ball", "smpte100", "bar", "pinwheel", "spokes", "gradient", "colors", "smpte-rp-219",
 )
+# test://?format=: raw formats a camera or a decoder hands over, so a test pattern can cost the
+# colour conversion a real source does (videotestsrc draws RGB directly otherwise).
+TEST_FORMATS = ("RGB", "RGBA", "BGRx", "I420", "NV12", "YUY2", "UYVY", "GRAY8")
 # nvvidconv's "Nicest" interpolation: closest on the Jetson to the area resize of calibration.
 JETSON_INTERPOLATION = 5
 # MJPEG to raw frames. NVIDIA's decoder needs jpegparse in front of it to get whole JPEG frames
@@ -49,7 +54,7 @@ class SourceSpec:
     kind: str  # "v4l2" | "csi" | "rtsp" | "uri" (files, http) | "folder" | "test"
     location: str  # device path, sensor id, URI, folder, or test pattern
     live: bool
-    options: Dict[str, str] = field(default_factory=dict)  # test:// query (live, frames)
+    options: Dict[str, str] = field(default_factory=dict)  # test:// query (live, frames, format)
 
 
 def _test_spec(parsed: urllib.parse.ParseResult, text: str) -> SourceSpec:
@@ -57,11 +62,13 @@ def _test_spec(parsed: urllib.parse.ParseResult, text: str) -> SourceSpec:
     if pattern not in TEST_PATTERNS:
         raise SourceError(f"unknown test pattern {pattern!r} in {text}; choose one of {', '.join(TEST_PATTERNS)}")
     options = dict(urllib.parse.parse_qsl(parsed.query))
-    unknown = sorted(set(options) - {"live", "frames"})
+    unknown = sorted(set(options) - {"live", "frames", "format"})
     if unknown:
-        raise SourceError(f"unknown option {unknown[0]!r} in {text}; test:// takes live=0|1 and frames=N")
+        raise SourceError(f"unknown option {unknown[0]!r} in {text}; test:// takes live=0|1, frames=N and format=FORMAT")
     if options.get("live", "1") not in ("0", "1") or not options.get("frames", "1").isdigit():
         raise SourceError(f"bad options in {text}; use test://PATTERN?live=0|1&frames=N")
+    if options.get("format", "RGB") not in TEST_FORMATS:
+        raise SourceError(f"unknown format {options['format']!r} in {text}; choose one of {', '.join(TEST_FORMATS)}")
     return SourceSpec("test", pattern, options.get("live", "1") == "1", options)
 
 
@@ -144,8 +151,9 @@ def source_head(
     if spec.kind == "test":
         frames = f" num-buffers={spec.options['frames']}" if "frames" in spec.options else ""
         live = "true" if spec.live else "false"
+        fmt = f",format={spec.options['format']}" if "format" in spec.options else ""
         return (f"videotestsrc pattern={spec.location} is-live={live}{frames} ! "
-                f"video/x-raw,width={width},height={height},framerate={_rate(fps)}")
+                f"video/x-raw{fmt},width={width},height={height},framerate={_rate(fps)}")
     if spec.kind == "v4l2":
         if mode is None:
             raise SourceError(f"no mode chosen for camera {spec.location}")
@@ -171,33 +179,64 @@ def source_head(
 
 
 def appsink(name: str, live: bool, realtime: bool = False, max_buffers: int = 1) -> str:
-    """An appsink that keeps the newest frame (live, realtime) or blocks until pulled (files)."""
+    """An appsink that keeps the newest frames (live, realtime) or blocks until pulled (files)."""
     drop = live or realtime
     return (f"appsink name={name} sync={'true' if realtime else 'false'} drop={'true' if drop else 'false'} "
             f"max-buffers={max_buffers} enable-last-sample=false")
 
 
-def split_tail(size: int, platform: str, live: bool, realtime: bool = False) -> str:
-    """tee: full-resolution RGB(A) to appsink ``frame``, S x S RGB(A) to appsink ``model``.
+def _threads(threads: Optional[int]) -> str:
+    """``n-threads=N`` for videoconvert/videoscale (GStreamer 1.20+); nothing where ``threads`` is None."""
+    return f" n-threads={threads}" if threads is not None else ""
 
-    A queue on each branch lets both sinks preroll (without them the first sink would block
-    the tee's only thread); the frame sink of a live source keeps two frames so its partner
-    of the slower, scaled branch is still there when the reader pairs them.
-    """
-    frame_sink = appsink("frame", live, realtime, 2 if (live or realtime) else 1)
-    model_sink = appsink("model", live, realtime)
-    queue = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0"
+
+def convert_chain(threads: Optional[int] = None) -> str:
+    """Generic platforms: any raw format to full-resolution packed RGB (videoconvert slices it over ``threads``)."""
+    return f"videoconvert{_threads(threads)} ! video/x-raw,format=RGB"
+
+
+def scale_chain(size: int, platform: str, threads: Optional[int] = None) -> str:
+    """The scaler to the model's S x S. Generic: RGB in, Lanczos, GStreamer's closest match to the
+    area resize of calibration (mean |difference| 0.45 of 255 at 1280x960 -> 256, bilinear 2.8).
+    Jetson: nvvidconv's Nicest interpolation, into RGBA."""
     if platform == "jetson":
-        return (f"tee name=t "
-                f"t. ! {queue} ! nvvidconv ! video/x-raw,format=RGBA ! {frame_sink} "
-                f"t. ! {queue} ! nvvidconv interpolation-method={JETSON_INTERPOLATION} ! "
-                f"video/x-raw,format=RGBA,width={size},height={size} ! {model_sink}")
-    # Lanczos is GStreamer's closest match to the area resize used in calibration
-    # (mean |difference| 0.45 of 255 at 1280x960 -> 256, bilinear 2.8).
-    return (f"videoconvert ! video/x-raw,format=RGB ! tee name=t "
-            f"t. ! {queue} ! {frame_sink} "
-            f"t. ! {queue} ! videoscale method=lanczos add-borders=false ! "
-            f"video/x-raw,width={size},height={size} ! {model_sink}")
+        return (f"nvvidconv interpolation-method={JETSON_INTERPOLATION} ! "
+                f"video/x-raw,format=RGBA,width={size},height={size}")
+    return (f"videoscale method=lanczos add-borders=false{_threads(threads)} ! "
+            f"video/x-raw,width={size},height={size}")
+
+
+def split_tail(size: int, platform: str, live: bool, realtime: bool = False, full_frame: bool = True,
+               threads: Optional[int] = None) -> str:
+    """Decoded frames to appsink ``model`` (S x S RGB(A)) and, with ``full_frame``, appsink ``frame``
+    (full-resolution RGB(A), for the display, recordings, the dashboard and saved anomalies).
+
+    The model's appsink holds two frames for files (the next one is converted and scaled while
+    this one is inferred, and none is lost) and the newest one for live sources. On generic
+    platforms a queue in front of the conversion, named ``decoded`` (the reader reads the frame
+    size off its caps), gives conversion and scaling their own thread, overlapping the source's
+    decoding or generation; live, it leaks old frames so a slow conversion adds no latency.
+    With ``full_frame``, a tee splits the frame into a queue per branch, so both sinks preroll
+    (without them the first sink would block the tee's only thread); the frame sink keeps two
+    frames so the partner of a frame of the slower, scaled branch is still there when the
+    reader pairs them. Without it there is no tee and nothing is copied at full resolution.
+    """
+    leaky = live or realtime
+    model_sink = appsink("model", live, realtime, 1 if leaky else 2)
+    queue = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0"
+    front = f"{queue} name=decoded{' leaky=downstream' if leaky else ''}"
+    scale = scale_chain(size, platform, threads)
+    if platform == "jetson":
+        if not full_frame:
+            return f"{front} ! {scale} ! {model_sink}"
+        return (f"{front} ! tee name=t "
+                f"t. ! {queue} ! nvvidconv ! video/x-raw,format=RGBA ! {appsink('frame', live, realtime, 2)} "
+                f"t. ! {queue} ! {scale} ! {model_sink}")
+    if not full_frame:
+        return f"{front} ! {convert_chain(threads)} ! {scale} ! {model_sink}"
+    return (f"{front} ! {convert_chain(threads)} ! tee name=t "
+            f"t. ! {queue} ! {appsink('frame', live, realtime, 2)} "
+            f"t. ! {queue} ! {scale} ! {model_sink}")
 
 
 def source_pipeline(
@@ -210,10 +249,12 @@ def source_pipeline(
     mode: Optional[CameraMode] = None,
     realtime: bool = False,
     latency_ms: int = 100,
+    full_frame: bool = True,
+    threads: Optional[int] = None,
 ) -> str:
-    """The whole gst-launch description of a source, from the device to the two appsinks."""
+    """The whole gst-launch description of a source, from the device to the appsinks."""
     head = source_head(spec, platform, width, height, fps, mode, latency_ms)
-    return f"{head} ! {split_tail(size, platform, spec.live, realtime and not spec.live)}"
+    return f"{head} ! {split_tail(size, platform, spec.live, realtime and not spec.live, full_frame, threads)}"
 
 
 def open_source(
@@ -225,13 +266,20 @@ def open_source(
     fps: float = 30.0,
     realtime: bool = False,
     latency_ms: int = 100,
+    full_frame: bool = True,
+    inference_threads: Optional[int] = None,
 ) -> FrameReader:
-    """Open any source by URI and return its frame reader (started)."""
+    """Open any source by URI and return its frame reader (started).
+
+    ``full_frame``: deliver the full-resolution picture too (the display, recordings, the
+    dashboard and saved anomalies need it; verdicts alone do not). ``inference_threads``: the
+    CPU threads the backend takes (None: its default, all cores), so the converters take the rest.
+    """
     spec = parse_source(text)
     if spec.kind == "folder":
         return ImageFolderReader(Path(spec.location), size, fps)
     mode = camera_mode(spec.location, width, height, fps) if spec.kind == "v4l2" else None
-    description = source_pipeline(spec, size, platform, width, height, fps, mode, realtime, latency_ms)
+    threads = converter_threads(inference_threads) if platform != "jetson" else None
+    description = source_pipeline(spec, size, platform, width, height, fps, mode, realtime, latency_ms, full_frame, threads)
     return GstFrameReader(description, live=spec.live or realtime, count_drops=spec.live or realtime,
                           name=text, nominal_fps=fps)
-

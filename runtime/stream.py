@@ -104,6 +104,13 @@ def check_options(opts: StreamOptions) -> List[str]:
     return outputs
 
 
+def needs_full_frame(outputs: List[str], opts: StreamOptions) -> bool:
+    """Whether anything shows or keeps the full-resolution picture: outputs, saved anomalies, the
+    dashboard. Verdicts and events alone need only the model's input, so the source then skips
+    the full-resolution branch (its copy into Python is the largest hand-off at 1080p)."""
+    return bool(outputs) or opts.save_anomalies is not None or opts.serve is not None
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` (the loop then finishes cleanly); a second one aborts."""
@@ -231,7 +238,8 @@ class Stream:
 
     def _open_source(self) -> FrameReader:
         o = self.opts
-        return open_source(o.source, self.backend.image_size, self.platform, o.width, o.height, o.fps, o.realtime, o.latency_ms)
+        return open_source(o.source, self.backend.image_size, self.platform, o.width, o.height, o.fps, o.realtime,
+                           o.latency_ms, full_frame=needs_full_frame(self.outputs, o), inference_threads=o.threads)
 
     def run(self) -> Dict[str, Any]:
         """Stream until the source ends, a limit is reached or a signal arrives; returns the profile summary."""
@@ -336,9 +344,15 @@ class Stream:
             self.log(f"source {o.source} reopened")
 
     def _handle(self, frame: Frame, reader: FrameReader) -> None:
-        """One frame: infer, verdict, overlay, outputs, event, profile."""
+        """One frame: infer, verdict, outputs (each with the overlay drawn at its size), event, profile.
+
+        The overlay is drawn only for what shows it (an output, a saved NG frame) and at that
+        output's size; the dashboard draws its own, only when a browser asks."""
         assert self.profiler is not None
         self._take_thresholds()
+        if not self.sinks and self.outputs:  # once, at the first frame's size: not a per-frame stage
+            height, width = frame.size
+            self.sinks = [open_sink(o, width, height, reader.fps, self.platform, self.opts.bitrate_kbps) for o in self.outputs]
         t0 = time.perf_counter()
         batch = frame.model_rgb[np.newaxis]
         t1 = time.perf_counter()
@@ -346,20 +360,20 @@ class Stream:
         timings = self.backend.last_timings()
         t2 = time.perf_counter()
         score = float(scores[0])
-        result, defect_area = decide(score, maps[0], self.threshold, self.pixel_threshold, self.inspection, frame.rgb.shape)
-        want_overlay = bool(self.outputs) or (self.anomalies is not None and result == "NG")
-        shown = overlay(frame.rgb, maps[0], score, self.threshold, self.pixel_threshold, verdict=result) if want_overlay else None
+        result, defect_area = decide(score, maps[0], self.threshold, self.pixel_threshold, self.inspection, frame.size)
+        full_size = (frame.size[1], frame.size[0])
+        save = self.anomalies is not None and result == "NG"
+        sizes = {sink.size for sink in self.sinks} | ({full_size} if save else set())
+        shown = {size: overlay(frame.rgb, maps[0], score, self.threshold, self.pixel_threshold, verdict=result, size=size)
+                 for size in sizes}
         t3 = time.perf_counter()
-        if not self.sinks and self.outputs:
-            height, width = frame.rgb.shape[:2]
-            self.sinks = [open_sink(o, width, height, reader.fps, self.platform, self.opts.bitrate_kbps) for o in self.outputs]
         if self.first_capture is None:
             self.first_capture = frame.captured_at
         timestamp = frame.captured_at - self.first_capture if reader.live else self.index / reader.fps
         for sink in self.sinks:
-            sink.write(shown, timestamp)
-        if self.anomalies is not None and result == "NG":
-            self.anomalies.save(self.index, frame.rgb, shown)
+            sink.write(shown[sink.size], timestamp)
+        if save:
+            self.anomalies.save(self.index, frame.rgb, shown[full_size])
         t4 = time.perf_counter()
         stages = {
             "capture": frame.capture_ms,

@@ -126,13 +126,14 @@ def test_encoder_probes_feed_what_appsrc_feeds(encoder):
     ("rtsp://cam/stream", None), ("test://ball", None),
 ])
 def test_jetson_source_pipelines_fit_the_documented_formats(uri, mode):
-    text = source_pipeline(parse_source(uri), 256, "jetson", 1280, 720, 30, mode)
-    assert caps_problems(text) == []
+    for full_frame in (True, False):
+        text = source_pipeline(parse_source(uri), 256, "jetson", 1280, 720, 30, mode, full_frame=full_frame)
+        assert caps_problems(text) == []
 
 
 def test_a_camera_format_nvvidconv_cannot_take_is_converted_first():
     rgb = source_pipeline(parse_source("/dev/video0"), 256, "jetson", mode=RGB_CAMERA)
-    assert "format=RGB,width=640,height=480,framerate=30/1 ! videoconvert ! tee name=t" in rgb
+    assert "format=RGB,width=640,height=480,framerate=30/1 ! videoconvert ! queue " in rgb
     yuy2 = source_pipeline(parse_source("/dev/video0"), 256, "jetson", mode=YUY2)
     assert "videoconvert" not in yuy2
     without_the_conversion = rgb.replace(" ! videoconvert", "")

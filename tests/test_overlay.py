@@ -1,6 +1,7 @@
 """The overlay the runtime draws on every frame and the evaluation's heatmap panels."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -106,3 +107,13 @@ def test_heatmap_panel_is_input_truth_overlay_side_by_side():
     assert (truth[10:20, 30:40] == 255).all() and truth.sum() == 10 * 10 * 3 * 255
     empty = heatmap_panel(image, None, np.zeros((64, 64), np.float32), None)
     assert empty[:, panel.shape[1] // 2 - 32: panel.shape[1] // 2 + 32].sum() == 0
+
+
+def test_drawn_at_the_outputs_size_is_drawn_on_the_resized_frame():
+    rgb = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    m = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    small = overlay(rgb, m, 0.7, 0.5, 0.6, size=(80, 60))
+    assert small.shape == (60, 80, 3)
+    assert np.array_equal(small, overlay(cv2.resize(rgb, (80, 60), interpolation=cv2.INTER_AREA), m, 0.7, 0.5, 0.6))
+    assert np.array_equal(overlay(rgb, m, 0.7, size=(160, 120)), overlay(rgb, m, 0.7))
+    assert overlay(rgb, m, size=(320, 240)).shape == (240, 320, 3)

@@ -148,3 +148,12 @@ def test_regions_need_a_pixel_threshold(tmp_path, capsys):
     no_pixel = write_brightness_bundle(tmp_path / "bundle", thresholds={"image": 0.5, "method": "f1"})
     code, events, err = run(["--input", "test://", "--bundle", str(no_pixel), "--headless", "--min-defect-area", "10"], capsys)
     assert code == 2 and "need a pixel threshold" in err
+
+
+def test_without_the_full_frame_areas_are_still_in_camera_pixels(bundle, capsys):
+    # Headless with events only: the source delivers no full-resolution frame, its size comes from the caps.
+    code, events, err = run(["--input", "test://white?live=0&frames=2", "--width", "160", "--height", "120",
+                             "--bundle", str(bundle), "--headless", "--threshold", "0.5", "--pixel-threshold", "0.5",
+                             "--min-defect-area", "19200"], capsys)
+    assert code == 0, err
+    assert [(e["verdict"], e["defect_area"]) for e in events] == [("NG", 160 * 120)] * 2

@@ -11,13 +11,15 @@ import sys
 import threading
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from destseg.images import write_image
 from destseg.runtime.cameras import MJPEG, RAW, CameraMode, missing_camera_message, parse_modes, pick_mode
 from destseg.runtime.errors import SinkError, SourceError
+from destseg.runtime.frames import SourceEnded
 from destseg.runtime.reconnect import backoff_delay, reopen
-from destseg.runtime.gst import play_to_end
+from destseg.runtime.gst import converter_threads, play_to_end
 from destseg.runtime.sinks import (EncoderChoice, check_sink, choose_encoder, encoder_probe, encoder_problem, parse_sink,
                                      rgba_bytes, sink_pipeline)
 from destseg.runtime.sources import open_source, parse_source, source_pipeline
@@ -90,6 +92,7 @@ def test_an_empty_folder_is_refused(tmp_path):
 def test_v4l2_raw_camera_pipeline_converts_scales_and_keeps_the_newest_frame():
     text = source_pipeline(parse_source("/dev/video0"), 256, "generic", mode=YUY2_480)
     assert text.startswith('v4l2src device="/dev/video0" ! video/x-raw,format=YUY2,width=640,height=480,framerate=30/1 ! '
+                           "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 name=decoded leaky=downstream ! "
                            "videoconvert ! video/x-raw,format=RGB ! tee name=t ")
     assert "videoscale method=lanczos add-borders=false ! video/x-raw,width=256,height=256 ! appsink name=model" in text
     assert "appsink name=model sync=false drop=true max-buffers=1" in text
@@ -100,10 +103,10 @@ def test_v4l2_raw_camera_pipeline_converts_scales_and_keeps_the_newest_frame():
 def test_mjpeg_camera_is_decoded_with_jpegdec_or_the_jetson_decoder():
     spec = parse_source("/dev/video1")
     generic = source_pipeline(spec, 256, "generic", mode=MJPEG_1080)
-    assert 'v4l2src device="/dev/video1" ! image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegdec ! videoconvert' in generic
+    assert 'v4l2src device="/dev/video1" ! image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegdec ! queue ' in generic
     assert parses(generic)
     jetson = source_pipeline(spec, 256, "jetson", mode=MJPEG_1080)
-    assert "image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegparse ! nvv4l2decoder mjpeg=1 ! tee name=t" in jetson
+    assert "image/jpeg,width=1920,height=1080,framerate=30/1 ! jpegparse ! nvv4l2decoder mjpeg=1 ! queue " in jetson
     assert "nvvidconv interpolation-method=5 ! video/x-raw,format=RGBA,width=256,height=256 ! appsink name=model" in jetson
     assert "jpegdec" not in jetson and "videoconvert" not in jetson
 
@@ -112,7 +115,8 @@ def test_csi_camera_uses_nvargus_with_nvmm_on_jetson_only():
     spec = parse_source("csi://0")
     text = source_pipeline(spec, 256, "jetson", width=1920, height=1080, fps=30)
     assert text.startswith("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1920,height=1080,"
-                           "framerate=30/1,format=NV12 ! tee name=t ")
+                           "framerate=30/1,format=NV12 ! queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 "
+                           "name=decoded leaky=downstream ! tee name=t ")
     assert "t. ! queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! nvvidconv ! video/x-raw,format=RGBA ! appsink name=frame" in text
     with pytest.raises(SourceError, match="csi://0 needs a Jetson"):
         source_pipeline(spec, 256, "generic")
@@ -132,16 +136,89 @@ def test_files_deliver_every_frame_unless_realtime(tmp_path):
     spec = parse_source(str(video))
     every = source_pipeline(spec, 64, "generic")
     assert every.startswith(f'uridecodebin uri="{video.resolve().as_uri()}" ! ')
-    assert "appsink name=model sync=false drop=false max-buffers=1" in every
+    # Two frames wait in the model's sink (the next is converted while this one is inferred); nothing leaks.
+    assert "appsink name=model sync=false drop=false max-buffers=2" in every
+    assert "leaky" not in every
     realtime = source_pipeline(spec, 64, "generic", realtime=True)
     assert "appsink name=model sync=true drop=true max-buffers=1" in realtime
+    assert "name=decoded leaky=downstream" in realtime
     assert parses(every) and parses(realtime)
 
 
-def test_test_pattern_pipeline_takes_size_rate_and_length():
+@pytest.mark.parametrize("uri", ["test://ball?live=0", "test://ball", "/dev/video0"])
+def test_without_the_full_frame_only_the_models_input_leaves_gstreamer(uri):
+    mode = YUY2_480 if uri.startswith("/dev/") else None
+    spec = parse_source(uri)
+    generic = source_pipeline(spec, 64, "generic", mode=mode, full_frame=False)
+    assert "tee" not in generic and "appsink name=frame" not in generic
+    assert generic.endswith("name=decoded" + (" leaky=downstream" if spec.live else "") + " ! videoconvert ! "
+                            "video/x-raw,format=RGB ! videoscale method=lanczos add-borders=false ! "
+                            "video/x-raw,width=64,height=64 ! appsink name=model sync=false "
+                            f"drop={'true' if spec.live else 'false'} max-buffers={1 if spec.live else 2} "
+                            "enable-last-sample=false")
+    assert parses(generic)
+    jetson = source_pipeline(parse_source("csi://0"), 64, "jetson", full_frame=False)
+    assert jetson.endswith("name=decoded leaky=downstream ! nvvidconv interpolation-method=5 ! "
+                           "video/x-raw,format=RGBA,width=64,height=64 ! appsink name=model sync=false drop=true "
+                           "max-buffers=1 enable-last-sample=false")
+    assert "tee" not in jetson
+
+
+def test_converters_are_threaded_where_asked():
+    spec = parse_source("test://ball?live=0&format=I420")
+    for full_frame in (True, False):
+        text = source_pipeline(spec, 64, "generic", full_frame=full_frame, threads=2)
+        assert "videoconvert n-threads=2 ! video/x-raw,format=RGB" in text
+        assert "videoscale method=lanczos add-borders=false n-threads=2 ! video/x-raw,width=64,height=64" in text
+        if converter_threads() is not None:  # GStreamer 1.20+ (Debian 12 has 1.22): the property exists
+            assert parses(text)
+    assert "n-threads" not in source_pipeline(spec, 64, "generic")
+    assert "n-threads" not in source_pipeline(parse_source("csi://0"), 64, "jetson", threads=2)
+
+
+def test_test_pattern_pipeline_takes_size_rate_length_and_format():
     text = source_pipeline(parse_source("test://ball?frames=9"), 64, "generic", 160, 120, 15)
     assert text.startswith("videotestsrc pattern=ball is-live=true num-buffers=9 ! video/x-raw,width=160,height=120,framerate=15/1 ! ")
     assert parses(text)
+    yuv = source_pipeline(parse_source("test://ball?format=YUY2"), 64, "generic", 160, 120, 15)
+    assert yuv.startswith("videotestsrc pattern=ball is-live=true ! video/x-raw,format=YUY2,width=160,height=120,framerate=15/1 ! ")
+    assert parses(yuv)
+    with pytest.raises(SourceError, match="unknown format 'MJPG' in test://ball\\?format=MJPG; choose one of RGB, "):
+        parse_source("test://ball?format=MJPG")
+
+
+def read_all(reader) -> list:
+    """Every frame until the source ends (a None is a stalled source: failed here)."""
+    frames = []
+    try:
+        while True:
+            frame = reader.read(10.0)
+            assert frame is not None, "no frame for 10 s"
+            frames.append(frame)
+    except SourceEnded:
+        return frames
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("full_frame", [True, False])
+def test_a_file_like_source_delivers_every_frame_in_order(full_frame):
+    # I420, as a decoder hands it over: the conversion runs, in its own thread behind the queue.
+    reader = open_source("test://ball?live=0&frames=40&format=I420", 32, "generic", 160, 120, 30.0, full_frame=full_frame)
+    frames = read_all(reader)
+    assert [round(f.pts_s * 30) for f in frames] == list(range(40))
+    assert all(f.size == (120, 160) and f.model_rgb.shape == (32, 32, 3) for f in frames)
+    assert all((f.rgb is not None) == full_frame for f in frames)
+    assert full_frame is False or frames[0].rgb.shape == (120, 160, 3)
+    assert reader.dropped() == 0
+
+
+@pytest.mark.parametrize("full_frame", [True, False])
+def test_a_live_source_counts_every_frame_it_did_not_deliver(full_frame):
+    reader = open_source("test://ball?live=1&frames=20", 32, "generic", 160, 120, 30.0, full_frame=full_frame)
+    frames = read_all(reader)
+    assert frames and len(frames) + reader.dropped() == 20
+    assert np.all(np.diff([f.pts_s for f in frames]) > 0)
 
 
 def test_missing_camera_is_one_line_listing_the_cameras_present():
@@ -335,3 +412,13 @@ def test_the_runtime_and_the_bench_import_no_other_stage():
             "bad = [m for m in sys.modules if m.startswith(('destseg.export', 'destseg.calibration', 'destseg.train'))]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_converters_take_the_cores_inference_leaves_free():
+    if converter_threads() is None:
+        pytest.skip("this GStreamer's converters have no n-threads (before 1.20)")
+    assert converter_threads(1, cores=2) == 1
+    assert converter_threads(2, cores=8) == 4  # at most MAX_CONVERTER_THREADS
+    assert converter_threads(6, cores=8) == 2
+    assert converter_threads(None, cores=8) == 1  # the backend's default takes every core
+    assert converter_threads(4, cores=2) == 1

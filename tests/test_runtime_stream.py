@@ -7,6 +7,7 @@ one test streams a real exported DeSTSeg.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from destseg.images import write_image
 from destseg.runtime.cli import main
+from destseg.runtime.stream import StreamOptions, needs_full_frame
 from destseg.runtime.gst import gst, has_element, parse_pipeline, stop, wait_for_eos
 from destseg.runtime.errors import SourceError
 from destseg.runtime.profiler import STAGES, STATISTICS
@@ -209,3 +211,11 @@ def test_a_real_destseg_bundle_streams(tiny_bundle, capsys):
     assert len(events) == 3
     for e in events:
         assert 0.0 <= e["score"] <= 1.0 and e["verdict"] == "OK"
+
+
+def test_only_what_shows_the_picture_asks_the_source_for_the_full_frame(bundle):
+    opts = StreamOptions(source="test://", model=str(bundle), headless=True)
+    assert not needs_full_frame([], opts)
+    assert needs_full_frame(["out.avi"], opts)
+    assert needs_full_frame([], replace(opts, save_anomalies="ng"))
+    assert needs_full_frame([], replace(opts, serve="127.0.0.1:8080"))
