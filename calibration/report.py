@@ -121,6 +121,11 @@ def to_markdown(report: Dict) -> str:
     lines += [f"- {r}" for r in g.get("reasons", [])]
     if g.get("search"):
         s = g["search"]
-        kept = ", ".join(g["kept_float"]) or "none that helped"
-        lines += [f"- sensitivity search: {s['trials']} trials in {s['seconds']} s over {s['measured_layers']} layers; kept in float: {kept}"]
+        kept = ", ".join(f"`{n}`" for n in g["kept_float"]) or "none"
+        lines += [f"- ranked search: kept the {s['k']} most harmful nodes out of INT8 ({g.get('kept_float_gmacs', 0):.3f} GMACs "
+                  f"per image), {s['trials']} checks in {s['seconds']} s (gate margin by k: {s['margins']}): {kept}"]
+    if report.get("analysis"):
+        from destseg.calibration.analysis import to_markdown as analysis_markdown
+
+        lines += [""] + analysis_markdown(report["analysis"])
     return "\n".join(lines) + "\n"
