@@ -357,16 +357,11 @@ def analyse(fp32_path: str | os.PathLike, quantized_path: str | os.PathLike, ima
             "site_sqnr_db": {s.name: round(v, 2) for s, v in zip(probe.sites, own)}}, probe
 
 
-def kept_curve(probe: "Probe", ranking: Sequence[Dict], max_k: int) -> List[float]:
-    """Logits SQNR of the form with its k most harmful nodes kept in float, k = 0..max_k (one run each)."""
-    everything = set(range(len(probe.sites)))
+def kept_sqnr(probe: "Probe", ranking: Sequence[Dict], k: int) -> float:
+    """Logits SQNR (dB) of the form with its k most harmful nodes kept in float: one probe run."""
+    removed = {i for row in ranking[:k] for i in row["sites"]}
     ref = probe.run(probe.gates())[0]
-    out, removed = [], set()
-    for k in range(max_k + 1):
-        if k:
-            removed |= set(ranking[k - 1]["sites"])
-        out.append(round(sqnr_db(ref, probe.run(probe.gates(sorted(everything - removed)))[0]), 2))
-    return out
+    return round(sqnr_db(ref, probe.run(probe.gates(sorted(set(range(len(probe.sites))) - removed)))[0]), 2)
 
 
 def to_markdown(analysis: Dict[str, Dict], top: int = 15) -> List[str]:

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> List[argparse.Action]:
                        help="time for the ranked search (which nodes stay out of INT8) when the gate fails"),
         p.add_argument("--max-kept", type=int, default=16,
                        help="most nodes the ranked search may keep out of INT8 (the analysis' worst first)"),
-        p.add_argument("--analysis-images", type=int, default=4,
+        p.add_argument("--analysis-images", type=int, default=2,
                        help="calibration images the per-layer error analysis runs on"),
         p.add_argument("--calib-seed", type=int, default=0),
         p.add_argument("--calib-ranges", help="reuse calibration_ranges.json of an earlier INT8 export instead of calibrating"),

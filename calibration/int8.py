@@ -23,7 +23,7 @@ from destseg.images import read_rgb
 from destseg.preprocess import frame_to_input
 from destseg.calibration import modelopt, trt_cache
 from destseg.calibration.images import DEFAULT_COUNT, batches, select_images
-from destseg.calibration.analysis import Probe, analyse, kept_curve
+from destseg.calibration.analysis import Probe, analyse, kept_sqnr
 from destseg.calibration.quantize import QuantOptions, prepare, quantize_both, qdq_summary, ranges_method, read_ranges
 from destseg.calibration.report import (
     MAX_IMAGE_AUROC_DROP,
@@ -57,7 +57,7 @@ class Int8Options:
     allow_degraded: bool = False
     search_budget_s: float = 300.0
     max_kept: int = 16  # most nodes the search may keep out of INT8
-    analysis_images: int = 4  # calibration images the per-layer analysis runs on
+    analysis_images: int = 2  # calibration images the per-layer analysis runs on
     seed: int = 0
     ranges_file: Optional[str] = None  # reuse the ranges of an earlier calibration
 
@@ -141,30 +141,30 @@ class _Builder:
 def _ranked_search(builder: _Builder, fp32_metrics: Dict[str, float], opts: Int8Options) -> Tuple[List[str], Dict, Dict]:
     """Keep the k most harmful nodes (the analysis' ranking) in float, k the smallest the gate accepts.
 
-    The probe gives, for every k up to ``max_kept``, the logits' SQNR with the k worst nodes in
-    float in one run each; the bounded check then builds both forms for k = 1, 2, 4, ... until
-    the gate passes and bisects back, so it costs a handful of builds, not one per layer. When
-    no k passes within the budget the best margin seen is kept.
+    The bounded check builds both forms for k = 1, 2, 4, ... until the gate passes and bisects
+    back, so it costs a handful of builds, not one per layer; for each k tried the probe also
+    records the logits' SQNR. When no k passes within the budget the best margin seen is kept.
     """
     start = time.monotonic()
     ranking = builder.analysis["int8_trt"]["ranking"]
     max_k = min(opts.max_kept, len(ranking))
-    curve = kept_curve(builder.probe, ranking, max_k)
     margins: Dict[int, float] = {}
+    curve: Dict[str, float] = {}
 
     def margin(k: int) -> float:
         if k not in margins:
             builder.rebuild([r["node"] for r in ranking[:k]])
             margins[k] = min(_margin(fp32_metrics, m) for m in builder.metrics(gated_only=True).values())
+            curve[str(k)] = kept_sqnr(builder.probe, ranking, k)
         return margins[k]
 
-    failed, passed, k = 0, None, 1
-    while k <= max_k and time.monotonic() - start < opts.search_budget_s:
+    failed, passed = 0, None
+    while passed is None and failed < max_k and time.monotonic() - start < opts.search_budget_s:
+        k = min(2 * failed, max_k) if failed else 1
         if margin(k) >= 0:
             passed = k
-            break
-        failed, k = k, (k * 2 if k < max_k else max_k + 1)
-        k = min(k, max_k) if failed < max_k else k
+        else:
+            failed = k
     while passed is not None and passed - failed > 1 and time.monotonic() - start < opts.search_budget_s:
         mid = (failed + passed) // 2
         if margin(mid) >= 0:
