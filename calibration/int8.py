@@ -306,10 +306,10 @@ def _commit(bundle_dir: str | Path, bundle: Bundle, builder: _Builder, report: D
         meta["models"] = dict(meta["models"])
         meta["models"]["int8_trt"] = {"file": "model.int8.onnx", "precision": "int8", "target": "tensorrt",
                                       "form": "symmetric int8 Q/DQ, per-channel weights, float biases and tail",
-                                      "kept_float": kept_float}
+                                      "kept_float": kept_float, "kept_precision": "fp16"}
         meta["models"]["int8_cpu"] = {"file": "model.int8.cpu.onnx", "precision": "int8", "target": "cpu",
                                       "form": "uint8 activations, 7-bit per-channel int8 weights (no saturation without VNNI), int32 biases (ONNX Runtime)",
-                                      "kept_float": kept_float}
+                                      "kept_float": kept_float, "kept_precision": "fp32"}
         meta["calibration"] = dict(
             report["calibration"],
             images=[{"name": p.name, "sha256": sha256_file(p)} for p in calib],
