@@ -58,7 +58,7 @@ demo: install
 	    --steps-student 400 --steps-seg 600 --workers 1 --seed 0 --no-eval
 	$(BIN)/destseg-eval $(DEMO)/run --data $(DEMO)/data --category widget --save-heatmaps 6
 	$(BIN)/destseg-export $(DEMO)/run --out $(DEMO)/bundle --int8 --calib-count 64 \
-	    --eval-data $(DEMO)/data --category widget --search-budget-s 60 --allow-degraded
+	    --eval-data $(DEMO)/data --category widget
 	mkdir -p $(DEMO)/line
 	for d in $(DEMO)/data/widget/test/*; do for f in $$d/*.png; do \
 	    cp $$f $(DEMO)/line/$$(basename $$d)_$$(basename $$f); done; done

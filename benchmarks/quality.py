@@ -35,7 +35,7 @@ KINDS = {"object": "widget", "texture": "tile"}  # kind -> category name destseg
 DEFAULT_TRAIN = ("--backbone efficientnet_lite0 --image-size 128 --seg-width 64 --top-k 25 --batch-size 8 "
                  "--steps-student 400 --steps-seg 600")
 DEFAULT_SYNTH = "--train 200 --test 60 --size 128 --defect-scale 2"
-DEFAULT_INT8 = "--calib-count 64 --search-budget-s 60 --allow-degraded"
+DEFAULT_INT8 = "--calib-count 64 --allow-degraded"
 MARKER = ".destseg-quality"  # what makes an --out folder ours to rewrite
 FORMS = {"fp32": "FP32", "int8_trt": "INT8 TensorRT form", "int8_cpu": "INT8 CPU form"}
 
@@ -66,18 +66,23 @@ def one_case(kind: str, seed: int, work: Path, args: argparse.Namespace) -> Dict
     case.mkdir(parents=True)
     log = case / "commands.log"
     data, run, bundle = case / "data", case / "run", case / "bundle"
-    _run([_bin("destseg-synth"), str(data), "--category", category, "--kind", kind, "--seed", str(seed),
-          *shlex.split(args.synth_args)], log)
-    train_args = shlex.split(args.train_args)
-    train_s = _run([_bin("destseg-train"), "--data", str(data), "--category", category, "--out", str(run),
-                    "--seed", str(seed), "--workers", str(args.workers), "--no-eval", *train_args], log)
-    _run([_bin("destseg-eval"), str(run), "--data", str(data), "--category", category], log)
+    train_s = None
+    if args.reuse:  # an earlier benchmark's trained and evaluated runs, read only
+        data, run = Path(args.reuse) / case.name / "data", Path(args.reuse) / case.name / "run"
+        if not (run / "eval" / "metrics.json").is_file():
+            raise SystemExit(f"quality: --reuse {args.reuse} has no evaluated run {run}; run the benchmark there first")
+    else:
+        _run([_bin("destseg-synth"), str(data), "--category", category, "--kind", kind, "--seed", str(seed),
+              *shlex.split(args.synth_args)], log)
+        train_s = _run([_bin("destseg-train"), "--data", str(data), "--category", category, "--out", str(run),
+                        "--seed", str(seed), "--workers", str(args.workers), "--no-eval", *shlex.split(args.train_args)], log)
+        _run([_bin("destseg-eval"), str(run), "--data", str(data), "--category", category], log)
     fp32 = json.loads((run / "eval" / "metrics.json").read_text())["destseg"]
-    config = json.loads((run / "config.json").read_text())
-    opts = config["options"]
+    opts = json.loads((run / "config.json").read_text())["options"]
     images = (opts["steps_student"] + opts["steps_seg"]) * opts["batch_size"]
-    row: Dict[str, Any] = {"kind": kind, "category": category, "seed": seed, "train_s": round(train_s, 1),
-                           "train_images_per_s": round(images / train_s, 2), "fp32": fp32}
+    row: Dict[str, Any] = {"kind": kind, "category": category, "seed": seed, "reused": str(run) if args.reuse else None,
+                           "train_s": None if train_s is None else round(train_s, 1),
+                           "train_images_per_s": None if train_s is None else round(images / train_s, 2), "fp32": fp32}
     if not args.no_int8:
         export_s = _run([_bin("destseg-export"), str(run), "--out", str(bundle), "--int8", "--eval-data", str(data),
                          "--category", category, *shlex.split(args.int8_args)], log)
@@ -85,6 +90,9 @@ def one_case(kind: str, seed: int, work: Path, args: argparse.Namespace) -> Dict
         row["export_int8_s"] = round(export_s, 1)
         row["gate"] = report["gate"]["status"]
         row["kept_float"] = report["gate"]["kept_float"]
+        row["kept_float_gmacs"] = report["gate"].get("kept_float_gmacs")
+        row["int8_search_s"] = (report["gate"].get("search") or {}).get("seconds")
+        row["int8_analysis_s"] = {form: a["seconds"] for form, a in report.get("analysis", {}).items()}
         for form in ("int8_trt", "int8_cpu", "fp32"):  # the report is in percent, metrics.json in fractions
             row["fp32_onnx" if form == "fp32" else form] = {k: v / 100.0 for k, v in report["metrics"][form].items()}
     return row
@@ -107,7 +115,7 @@ def to_markdown(result: Dict[str, Any]) -> str:
         for form in forms:
             if form not in r:
                 continue
-            extra = (f"{r['train_s']:.0f} | {r['train_images_per_s']:.1f}" if form == "fp32" else " | ")
+            extra = (f"{r['train_s']:.0f} | {r['train_images_per_s']:.1f}" if form == "fp32" and r["train_s"] else " | ")
             gate = r.get("gate", "") if form != "fp32" else ""
             lines.append(f"| {r['kind']} s{r['seed']} | {FORMS[form]} | "
                          + " | ".join(_pct(r[form].get(m)) for m in METRICS) + f" | {extra} | {gate} |")
@@ -128,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-args", default=DEFAULT_INT8, help="destseg-export --int8 options")
     p.add_argument("--workers", type=int, default=2, help="data-loading workers for training")
     p.add_argument("--no-int8", action="store_true", help="FP32 only")
+    p.add_argument("--reuse", metavar="RUNS_DIR",
+                   help="an earlier benchmark's --out: export and measure INT8 from its trained runs (read only) instead of training")
     return p
 
 

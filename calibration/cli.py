@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> List[argparse.Action]:
         p.add_argument("--category", dest="eval_category", help="category under --eval-data (default: the run's)"),
         p.add_argument("--allow-degraded", action="store_true", help="keep an INT8 model that fails the accuracy gate"),
         p.add_argument("--search-budget-s", type=float, default=300.0,
-                       help="time for the per-layer sensitivity search when the gate fails"),
+                       help="time for the ranked search (which nodes stay out of INT8) when the gate fails"),
+        p.add_argument("--max-kept", type=int, default=16,
+                       help="most nodes the ranked search may keep out of INT8 (the analysis' worst first)"),
+        p.add_argument("--analysis-images", type=int, default=2,
+                       help="calibration images the per-layer error analysis runs on"),
         p.add_argument("--calib-seed", type=int, default=0),
         p.add_argument("--calib-ranges", help="reuse calibration_ranges.json of an earlier INT8 export instead of calibrating"),
     ]
@@ -62,6 +66,8 @@ def run_args(bundle: Path, args: argparse.Namespace, run_category: str | None = 
     ``refused_dir``: where a refused model's report goes (default BUNDLE.int8-refused)."""
     if args.calib_count < 1:
         raise ValueError("--calib-count must be at least 1")
+    if args.max_kept < 0 or args.analysis_images < 1:
+        raise ValueError("--max-kept must be at least 0 and --analysis-images at least 1")
     if not 50.0 < args.percentile <= 100.0:
         raise ValueError("--percentile must be in (50, 100], e.g. 99.99")
     opts = Int8Options(
@@ -70,6 +76,7 @@ def run_args(bundle: Path, args: argparse.Namespace, run_category: str | None = 
         force_calib=args.force_calib, eval_data=args.eval_data,
         eval_category=args.eval_category or run_category, allow_degraded=args.allow_degraded,
         search_budget_s=args.search_budget_s, seed=args.calib_seed, ranges_file=args.calib_ranges,
+        max_kept=args.max_kept, analysis_images=args.analysis_images,
     )
     if opts.ranges_file and not Path(opts.ranges_file).is_file():
         raise ValueError(f"--calib-ranges {opts.ranges_file} does not exist; point it at a bundle's calibration_ranges.json")

@@ -24,8 +24,8 @@ from destseg.images import read_rgb
 from destseg.preprocess import frame_to_input
 from destseg.calibration import modelopt, trt_cache
 from destseg.calibration.images import DEFAULT_COUNT, batches, check_scores, select_images
-from destseg.calibration.quantize import (QuantOptions, quantizable_nodes, quantize_both, qdq_summary, ranges_method,
-                                          read_ranges)
+from destseg.calibration.analysis import Probe, analyse, kept_sqnr
+from destseg.calibration.quantize import QuantOptions, prepare, quantize_both, qdq_summary, ranges_method, read_ranges
 from destseg.calibration.report import (
     MAX_IMAGE_AUROC_DROP,
     MAX_PIXEL_AP_DROP,
@@ -57,6 +57,8 @@ class Int8Options:
     eval_category: Optional[str] = None
     allow_degraded: bool = False
     search_budget_s: float = 300.0
+    max_kept: int = 16  # most nodes the search may keep out of INT8
+    analysis_images: int = 2  # calibration images the per-layer analysis runs on
     seed: int = 0
     ranges_file: Optional[str] = None  # reuse the ranges of an earlier calibration
 
@@ -113,6 +115,18 @@ class _Builder:
             qopts.method = ranges_method(ranges)  # the ranges say how they were made
         self.paths = quantize_both(fp32, work, batches_iter, qopts, input_name, ranges)
         self._replace_trt_form_if_modelopt(qopts.keep_float)
+        self.analysis: Dict[str, Dict] = {}
+        self.probe: Optional[Probe] = None
+
+    def analyse(self, images: np.ndarray) -> None:
+        """The per-layer error analysis of both forms as first built (every quantisable node in INT8);
+        the TensorRT form's probe stays for the search (its ranking decides what is kept in float)."""
+        prepared = self.work / "prepared.onnx"
+        prepare(self.fp32, prepared)
+        for form in FORMS:
+            self.analysis[form], probe = analyse(prepared, self.paths[form], images)
+            if form == "int8_trt":
+                self.probe = probe
 
     def _replace_trt_form_if_modelopt(self, keep_float: List[str]) -> None:
         if self.opts.quantizer == "modelopt":
@@ -133,41 +147,46 @@ class _Builder:
         return out
 
 
-def _sensitivity_search(builder: _Builder, fp32_metrics: Dict[str, float], budget_s: float) -> Tuple[List[str], Dict, Dict]:
-    """Greedy, time-bounded: measure each layer kept in float alone, then keep the best ones until the gate passes.
+def _ranked_search(builder: _Builder, fp32_metrics: Dict[str, float], opts: Int8Options) -> Tuple[List[str], Dict, Dict]:
+    """Keep the k most harmful nodes (the analysis' ranking) in float, k the smallest the gate accepts.
 
-    Layers are tried in network order from both ends inwards (the first convolution sees
-    the raw image, the last ones feed the sigmoid directly), so a short budget still
-    measures the usual suspects first.
+    The bounded check builds both forms for k = 1, 2, 4, ... until the gate passes and bisects
+    back, so it costs a handful of builds, not one per layer; for each k tried the probe also
+    records the logits' SQNR. When no k passes within the budget the best margin seen is kept.
     """
     start = time.monotonic()
-    nodes = quantizable_nodes(onnx.load(str(builder.fp32)))
-    order = [n for pair in zip(nodes, reversed(nodes)) for n in pair][: len(nodes)]
-    order = list(dict.fromkeys(order))
-    gains: Dict[str, float] = {}
-    trials = 0
-    for node in order:
-        if time.monotonic() - start > budget_s / 2:
-            break
-        builder.rebuild([node])
-        trials += 1
-        gains[node] = min(_margin(fp32_metrics, m) for m in builder.metrics(gated_only=True).values())
-    kept: List[str] = []
-    best = None
-    for node in sorted(gains, key=gains.get, reverse=True):
-        if time.monotonic() - start > budget_s:
-            break
-        builder.rebuild(kept + [node])
-        trials += 1
-        margin = min(_margin(fp32_metrics, m) for m in builder.metrics(gated_only=True).values())
-        if best is None or margin > best:
-            kept.append(node)
-            best = margin
-            if margin >= 0:
-                break
+    ranking = builder.analysis["int8_trt"]["ranking"]
+    max_k = min(opts.max_kept, len(ranking))
+    margins: Dict[int, float] = {}
+    curve: Dict[str, float] = {}
+
+    def margin(k: int) -> float:
+        if k not in margins:
+            builder.rebuild([r["node"] for r in ranking[:k]])
+            margins[k] = min(_margin(fp32_metrics, m) for m in builder.metrics(gated_only=True).values())
+            curve[str(k)] = kept_sqnr(builder.probe, ranking, k)
+        return margins[k]
+
+    failed, passed = 0, None
+    while passed is None and failed < max_k and time.monotonic() - start < opts.search_budget_s:
+        k = min(2 * failed, max_k) if failed else 1
+        if margin(k) >= 0:
+            passed = k
+        else:
+            failed = k
+    while passed is not None and passed - failed > 1 and time.monotonic() - start < opts.search_budget_s:
+        mid = (failed + passed) // 2
+        if margin(mid) >= 0:
+            passed = mid
+        else:
+            failed = mid
+    best = passed if passed is not None else max(margins, key=margins.get, default=0)
+    kept = [r["node"] for r in ranking[:best]]
     builder.rebuild(kept)
     final = builder.metrics()
-    return kept, final, {"trials": trials, "seconds": round(time.monotonic() - start, 1), "measured_layers": len(gains)}
+    return kept, final, {"trials": len(margins), "seconds": round(time.monotonic() - start, 1),
+                         "k": best, "margins": {str(k): round(v, 2) for k, v in sorted(margins.items())},
+                         "probe_sqnr_db_by_k": curve}
 
 
 @dataclass
@@ -200,8 +219,10 @@ def _quantize(bundle: Bundle, images: _Images, opts: Int8Options, work: Path) ->
     size = bundle.image_size
     batch = 1 if not bundle.dynamic_batch else 8  # a fixed-batch-1 graph takes one image per calibration call
     qopts = QuantOptions(method=opts.method, percentile=opts.percentile)
-    return _Builder(bundle.model_path("fp32"), work, batches(images.calib, size, batch), qopts, opts, bundle.input_name,
-                    lambda: np.concatenate(list(batches(images.calib, size, 1))), images.eval_set)
+    builder = _Builder(bundle.model_path("fp32"), work, batches(images.calib, size, batch), qopts, opts, bundle.input_name,
+                       lambda: np.concatenate(list(batches(images.calib, size, 1))), images.eval_set)
+    builder.analyse(np.concatenate(list(batches(images.calib[: opts.analysis_images], size, 1))))
+    return builder
 
 
 def _calibration_record(builder: _Builder, images: _Images, opts: Int8Options) -> Dict:
@@ -232,7 +253,7 @@ def _gate_on_metrics(builder: _Builder, fp32_path: Path, images: _Images, opts: 
     kept: List[str] = []
     search = None
     if not all(r.passed for r in results.values()):
-        kept, metrics, search = _sensitivity_search(builder, fp32_metrics, opts.search_budget_s)
+        kept, metrics, search = _ranked_search(builder, fp32_metrics, opts)
         results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
     passed = all(r.passed for r in results.values())
     reasons = [f"{form}: {reason}" for form, r in results.items() for reason in r.reasons]
@@ -263,6 +284,10 @@ def _report(builder: _Builder, bundle: Bundle, images: _Images, opts: Int8Option
     _gate_on_collapse(gate_info, report["normal_images"], fp32_out[1], opts)
     report["gate"] = gate_info
     report["qdq"] = {form: qdq_summary(onnx.load(str(builder.paths[form]))) for form in FORMS}
+    report["analysis"] = {form: {**a, "ranking": [{k: v for k, v in r.items() if k != "sites"} for r in a["ranking"]]}
+                          for form, a in builder.analysis.items()}
+    gmacs = {r["node"]: r["gmacs"] for r in builder.analysis["int8_trt"]["ranking"]}
+    gate_info["kept_float_gmacs"] = round(sum(gmacs.get(n, 0.0) for n in gate_info["kept_float"]), 4)
     return report
 
 
@@ -293,10 +318,10 @@ def _commit(bundle_dir: str | Path, bundle: Bundle, builder: _Builder, report: D
         meta["models"] = dict(meta["models"])
         meta["models"]["int8_trt"] = {"file": "model.int8.onnx", "precision": "int8", "target": "tensorrt",
                                       "form": "symmetric int8 Q/DQ, per-channel weights, float biases and tail",
-                                      "kept_float": kept_float}
+                                      "kept_float": kept_float, "kept_precision": "fp16"}
         meta["models"]["int8_cpu"] = {"file": "model.int8.cpu.onnx", "precision": "int8", "target": "cpu",
                                       "form": "uint8 activations, 7-bit per-channel int8 weights (no saturation without VNNI), int32 biases (ONNX Runtime)",
-                                      "kept_float": kept_float}
+                                      "kept_float": kept_float, "kept_precision": "fp32"}
         meta["calibration"] = dict(
             report["calibration"],
             images=[{"name": p.name, "sha256": sha256_file(p)} for p in calib],

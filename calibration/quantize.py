@@ -178,8 +178,54 @@ def quantize_both(
         if not ranges.is_file():
             calibrate(pre, ranges, batches, opts, input_name)
         _quantize(pre, trt_path, ranges, opts, "tensorrt")
+        if opts.keep_float:
+            onnx.save(half_precision(onnx.load(str(trt_path)), opts.keep_float), str(trt_path))
         _quantize(pre, cpu_path, ranges, opts, "cpu")
     return {"int8_trt": trt_path, "int8_cpu": cpu_path, "ranges": ranges}
+
+
+def half_precision(model: onnx.ModelProto, nodes: List[str]) -> onnx.ModelProto:
+    """The TensorRT form with ``nodes`` (kept out of INT8) in FP16: their float inputs cast to
+    float16, their weights and biases stored as float16, their outputs cast back to float32.
+
+    TensorRT 10 and 11 build the Q/DQ graph strongly typed, so a node runs in the precision
+    the graph gives it: without this the kept nodes would run in FP32 on the GPU. The CPU form
+    keeps them in FP32 (x86 CPUs have no fast FP16 convolution).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(nodes)
+    out_nodes = []
+    for node in model.graph.node:
+        if node.name not in wanted:
+            out_nodes.append(node)
+            continue
+        for index, name in enumerate(node.input):
+            if not name:
+                continue
+            if name in inits:
+                half = name + "_fp16"
+                if half not in inits:
+                    inits[half] = numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(np.float16), half)
+                    model.graph.initializer.append(inits[half])
+                node.input[index] = half
+            else:
+                cast = f"{node.name}_in{index}_fp16"
+                out_nodes.append(helper.make_node("Cast", [name], [cast], name=cast, to=TensorProto.FLOAT16))
+                node.input[index] = cast
+        out_nodes.append(node)
+        for index, name in enumerate(node.output):
+            half = f"{name}_fp16"
+            node.output[index] = half
+            out_nodes.append(helper.make_node("Cast", [half], [name], name=f"{node.name}_out{index}_fp32", to=TensorProto.FLOAT))
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    kept_inits = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept_inits)
+    return model
 
 
 def ranges_method(ranges_path: str | os.PathLike) -> str:

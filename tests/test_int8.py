@@ -160,11 +160,11 @@ def test_gate_fires_on_a_broken_calibration_and_leaves_the_bundle_alone(int8_bun
     assert load_bundle(bundle).meta["calibration"]["gate"] == "degraded-allowed"
 
 
-def test_gate_limits_are_one_point_auroc_and_two_points_ap():
+def test_gate_limits_are_half_a_point_auroc_and_one_point_ap():
     ref = {"image_auroc": 95.0, "pixel_ap": 60.0}
-    assert gate(ref, {"image_auroc": 94.1, "pixel_ap": 58.1}).passed
-    assert not gate(ref, {"image_auroc": 93.9, "pixel_ap": 60.0}).passed
-    assert not gate(ref, {"image_auroc": 95.0, "pixel_ap": 57.9}).passed
+    assert gate(ref, {"image_auroc": 94.6, "pixel_ap": 59.1}).passed
+    assert not gate(ref, {"image_auroc": 94.4, "pixel_ap": 60.0}).passed
+    assert not gate(ref, {"image_auroc": 95.0, "pixel_ap": 58.9}).passed
     assert not gate(ref, {"image_auroc": float("nan"), "pixel_ap": 60.0}).passed
 
 

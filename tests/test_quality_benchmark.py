@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from destseg.benchmarks.quality import METRICS, main
 
 TINY = ["--kinds", "object", "--seeds", "0", "--synth-args", "--train 8 --test 8 --size 64",
@@ -33,3 +35,18 @@ def test_quality_benchmark_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     assert main(["--out", str(tmp_path), *TINY]) == 2
     assert "not a quality benchmark folder" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_quality_benchmark_reuses_trained_runs_read_only(tmp_path):
+    first = tmp_path / "first"
+    assert main(["--out", str(first), *TINY, "--no-int8"]) == 0
+    run = first / "object-s0" / "run"
+    before = sorted(p.name for p in run.rglob("*"))
+    again = tmp_path / "again"
+    assert main(["--out", str(again), *TINY, "--reuse", str(first)]) == 0
+    (row,) = json.loads((again / "quality.json").read_text())["rows"]
+    assert row["reused"] == str(run) and row["train_s"] is None and "int8_trt" in row
+    assert (again / "object-s0" / "bundle" / "quantization_report.json").is_file()
+    assert sorted(p.name for p in run.rglob("*")) == before  # nothing written into the reused run
+    with pytest.raises(SystemExit, match="no evaluated run"):
+        main(["--out", str(tmp_path / "none"), *TINY, "--reuse", str(tmp_path / "missing")])
