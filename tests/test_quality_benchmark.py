@@ -1,8 +1,10 @@
 """benchmarks/quality.py runs the user's own commands end to end and writes one comparable table."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
+from destseg.benchmarks.head_tradeoff import main as tradeoff_main
 from destseg.benchmarks.quality import METRICS, main
 
 TINY = ["--kinds", "object", "--seeds", "0", "--synth-args", "--train 8 --test 8 --size 64",
@@ -24,6 +26,8 @@ def test_quality_benchmark_writes_fp32_and_int8_rows_with_the_machine(tmp_path):
     assert row["gate"] in ("passed", "degraded-allowed")
     table = (out / "quality.md").read_text()
     assert "| object s0 | FP32 |" in table and "| **mean** | INT8 CPU form |" in table
+    if importlib.util.find_spec("openvino") is not None:  # OpenVINO rounds its own way: its own row
+        assert set(row["int8_trt@openvino"]) >= set(METRICS) and "| INT8 TensorRT form on OpenVINO |" in table
     assert main(["--out", str(out), *TINY, "--no-int8"]) == 0  # its own folder: rewritten
     assert "int8_trt" not in json.loads((out / "quality.json").read_text())["rows"][0]
 
@@ -33,3 +37,19 @@ def test_quality_benchmark_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     assert main(["--out", str(tmp_path), *TINY]) == 2
     assert "not a quality benchmark folder" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_head_tradeoff_reads_quality_runs_and_times_each_configuration_in_one_run(tmp_path):
+    out = tmp_path / "q"
+    assert main(["--out", str(out), *TINY, "--no-int8"]) == 0
+    assert tradeoff_main(["--out", str(tmp_path / "t"), "--config", f"ref={out}", "--config", f"same={out}",
+                          "--runs", "1", "--warmup", "0", "--threads", "1"]) == 0
+    result = json.loads((tmp_path / "t" / "head_tradeoff.json").read_text())
+    ref = result["configs"]["ref"]
+    assert ref["seg_head"] == "paper" and ref["gmacs"] > ref["seg_gmacs"] > 0 and len(ref["runs"]) == 1
+    assert set(ref["quality"]) == set(METRICS)
+    assert {"ORT FP32", "ORT INT8"} <= set(ref["latency_ms"]) and all(v["median"] > 0 for v in ref["latency_ms"].values())
+    assert "int8_cpu" in ref["int8_normal_images"]
+    table = (tmp_path / "t" / "head_tradeoff.md").read_text()
+    assert "| same | 1.00 fewer | +0.0 | +0.0 |" in table
+    assert (tmp_path / "t" / "head_tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
