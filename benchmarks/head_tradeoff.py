@@ -8,7 +8,7 @@ INT8 (calibrated on the run's own training images, no accuracy gate: latency doe
 on which layers a gate would keep in float; the report's FP32 vs INT8 agreement on normal
 images is recorded beside it, since an INT8 latency is only worth what that INT8 model keeps). Every configuration x backend is timed round-robin in one
 process (ONNX Runtime FP32 and INT8 CPU form, OpenVINO FP32, bf16 where native, INT8 on the
-Q/DQ graph), so the ratios hold on a shared machine. Writes head_tradeoff.md, .json and the
+CPU form as the openvino backend runs it, and the TensorRT form), so the ratios hold on a shared machine. Writes head_tradeoff.md, .json and the
 Pareto plot head_tradeoff.png (latency and GMACs vs pixel AP).
 
     python benchmarks/head_tradeoff.py --out tradeoff \\
@@ -93,7 +93,7 @@ def runners(bundle: Path, threads: int) -> Dict[str, Callable[[], object]]:
         out[name] = (lambda s: lambda: s.run(None, {b.input_name: frame}))(session)
     if importlib.util.find_spec("openvino") is not None:
         modes = [("OV FP32", "fp32", "fp32"), *([("OV bf16", "fp32", "bf16")] if native_bf16() else []),
-                 ("OV INT8", "int8_trt", "int8"), ("OV INT8 cpu form", "int8_cpu", "int8")]
+                 ("OV INT8", "int8_cpu", "int8"), ("OV INT8 TRT form", "int8_trt", "int8")]
         for name, variant, precision in modes:
             request = openvino_model(b.model_path(variant), precision, threads).create_infer_request()
             out[name] = (lambda r: lambda: r.infer({0: frame}))(request)

@@ -38,7 +38,7 @@ DEFAULT_SYNTH = "--train 200 --test 60 --size 128 --defect-scale 2"
 DEFAULT_INT8 = "--calib-count 64 --search-budget-s 60 --allow-degraded"
 MARKER = ".destseg-quality"  # what makes an --out folder ours to rewrite
 FORMS = {"fp32": "FP32", "int8_trt": "INT8 TensorRT form", "int8_cpu": "INT8 CPU form",
-         "int8_trt@openvino": "INT8 TensorRT form on OpenVINO"}  # the last where OpenVINO is installed
+         "int8_cpu@openvino": "INT8 CPU form on OpenVINO"}  # the last where OpenVINO is installed
 
 
 def _bin(name: str) -> str:
@@ -86,7 +86,7 @@ def one_case(kind: str, seed: int, work: Path, args: argparse.Namespace) -> Dict
         row["export_int8_s"] = round(export_s, 1)
         row["gate"] = report["gate"]["status"]
         row["kept_float"] = report["gate"]["kept_float"]
-        for form in ("int8_trt", "int8_cpu", "int8_trt@openvino", "fp32"):  # the report is in percent, metrics.json in fractions
+        for form in ("int8_trt", "int8_cpu", "int8_cpu@openvino", "fp32"):  # the report is in percent, metrics.json in fractions
             if form in report["metrics"]:
                 row["fp32_onnx" if form == "fp32" else form] = {k: v / 100.0 for k, v in report["metrics"][form].items()}
     return row

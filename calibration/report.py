@@ -58,7 +58,7 @@ def run_onnx(path: str | os.PathLike, images: np.ndarray, batch_size: int = 8,
 
 
 def run_row(paths: Dict[str, os.PathLike], row: str, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Outputs of one report row ("int8_trt", or "int8_trt@openvino"): the form's file under the row's backend."""
+    """Outputs of one report row ("int8_trt", or "int8_cpu@openvino"): the form's file under the row's backend."""
     form, _, backend = row.partition("@")
     return run_onnx(paths[form], images, backend=backend or "onnxruntime")
 

@@ -121,9 +121,9 @@ def test_bench_times_openvino_beside_onnx_runtime_in_one_run(int8_bundle, tmp_pa
     results = {r["config"]: r for r in record["results"]}
     skipped = {s["config"]: s["reason"] for s in record["skipped"]}
     assert {"openvino/fp32/b1", "openvino/int8/b1", "onnxruntime/fp32/b1", "onnxruntime/int8/b1", "torch/fp32/b1"} <= set(results)
-    assert results["openvino/int8/b1"]["variant"] == "int8_trt" and "u8" in results["openvino/int8/b1"]["detail"]
+    assert results["openvino/int8/b1"]["variant"] == "int8_cpu" and "u8" in results["openvino/int8/b1"]["detail"]
     report = json.loads((bundle / "quantization_report.json").read_text())
-    assert results["openvino/int8/b1"]["accuracy"]["normal_images"] == report["normal_images"]["int8_trt@openvino"]
+    assert results["openvino/int8/b1"]["accuracy"]["normal_images"] == report["normal_images"]["int8_cpu@openvino"]
     assert "openvino/bf16/b1" in results or "native bf16" in skipped["openvino/bf16/b1"]
     assert "bf16" in skipped["onnxruntime/bf16/b1"]
     assert record["machine"]["libraries"]["openvino"]

@@ -27,7 +27,7 @@ def test_quality_benchmark_writes_fp32_and_int8_rows_with_the_machine(tmp_path):
     table = (out / "quality.md").read_text()
     assert "| object s0 | FP32 |" in table and "| **mean** | INT8 CPU form |" in table
     if importlib.util.find_spec("openvino") is not None:  # OpenVINO rounds its own way: its own row
-        assert set(row["int8_trt@openvino"]) >= set(METRICS) and "| INT8 TensorRT form on OpenVINO |" in table
+        assert set(row["int8_cpu@openvino"]) >= set(METRICS) and "| INT8 CPU form on OpenVINO |" in table
     assert main(["--out", str(out), *TINY, "--no-int8"]) == 0  # its own folder: rewritten
     assert "int8_trt" not in json.loads((out / "quality.json").read_text())["rows"][0]
 

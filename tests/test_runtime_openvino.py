@@ -1,4 +1,4 @@
-"""The OpenVINO backend on a tiny real INT8 bundle: FP32 matches ONNX Runtime, the Q/DQ graph runs
+"""The OpenVINO backend on a tiny real INT8 bundle: FP32 matches ONNX Runtime, the Q/DQ graphs run
 as INT8 kernels, bf16 is a named precision, the auto choice, devices, and the report's OpenVINO row.
 
 Skipped where openvino is not installed (it is an extra: ``pip install destseg-edge[openvino]``).
@@ -62,9 +62,23 @@ def test_fp32_matches_onnx_runtime_and_says_what_runs(int8_bundle):
     assert set(backend.last_timings()) == {"h2d", "infer", "d2h"} and backend.last_timings()["infer"] > 0
 
 
-def test_int8_runs_the_tensorrt_q_dq_graph_as_int8_kernels(int8_bundle):
-    backend = open_backend("openvino", int8_bundle, "int8", threads=1)
-    assert (backend.variant, backend.precision) == ("int8_trt", "int8")
+@pytest.mark.parametrize("variant", ["int8_cpu", "int8_trt"])
+def test_int8_runs_either_q_dq_graph_as_int8_kernels(int8_bundle, tmp_path, variant):
+    if variant == "int8_trt":  # a bundle with the TensorRT form only: OpenVINO runs that one
+        import shutil
+
+        shutil.copytree(int8_bundle, tmp_path / "b")
+        meta = json.loads((tmp_path / "b" / "destseg.json").read_text())
+        meta["models"].pop("int8_cpu")
+        meta["files"].pop("model.int8.cpu.onnx")
+        from destseg.bundle import write_meta
+
+        (tmp_path / "b" / "model.int8.cpu.onnx").unlink()
+        write_meta(tmp_path / "b", meta)
+        backend = open_backend("openvino", tmp_path / "b", "int8", threads=1)
+    else:
+        backend = open_backend("openvino", int8_bundle, "int8", threads=1)
+    assert (backend.variant, backend.precision) == (variant, "int8")
     int8_convs = sum(n for p, n in backend.conv_precisions.items() if p in ("u8", "i8"))
     # every convolution but the ones calibration keeps in float (the logit conv at least)
     assert int8_convs > 0.9 * sum(backend.conv_precisions.values())
@@ -75,11 +89,11 @@ def test_int8_runs_the_tensorrt_q_dq_graph_as_int8_kernels(int8_bundle):
 
 
 def test_auto_is_int8_where_the_bundle_has_it_else_bf16_only_where_native():
-    assert resolve_precision("auto", EVERYTHING, "CPU", bf16_native=False) == ("int8_trt", "int8")
+    assert resolve_precision("auto", EVERYTHING, "CPU", bf16_native=False) == ("int8_cpu", "int8")
     assert resolve_precision("auto", ["fp32"], "CPU", bf16_native=True) == ("fp32", "bf16")
     assert resolve_precision("auto", ["fp32"], "CPU", bf16_native=False) == ("fp32", "fp32")
     assert resolve_precision("bf16", EVERYTHING, "CPU", bf16_native=True) == ("fp32", "bf16")
-    assert resolve_precision("int8", ["fp32", "int8_cpu"], "CPU", bf16_native=False) == ("int8_cpu", "int8")
+    assert resolve_precision("int8", ["fp32", "int8_trt"], "CPU", bf16_native=False) == ("int8_trt", "int8")
     with pytest.raises(BackendError, match="no native bf16"):
         resolve_precision("bf16", EVERYTHING, "CPU", bf16_native=False)
     with pytest.raises(BackendError, match="fp16 is TensorRT's"):
@@ -122,12 +136,12 @@ def test_auto_prefers_openvino_on_x86_and_says_why(int8_bundle):
 
 def test_quantisation_report_and_gate_have_the_row_openvino_runs(int8_bundle):
     report = json.loads((int8_bundle / "quantization_report.json").read_text())
-    assert set(report["normal_images"]) == {"int8_trt", "int8_cpu", "int8_trt@openvino"}
+    assert set(report["normal_images"]) == {"int8_trt", "int8_cpu", "int8_cpu@openvino"}
     metrics = report["metrics"]
-    assert {"fp32", "int8_trt@openvino", "delta_int8_trt@openvino"} <= set(metrics)
-    assert metrics["delta_int8_trt@openvino"]["pixel_ap"] == pytest.approx(
-        metrics["int8_trt@openvino"]["pixel_ap"] - metrics["fp32"]["pixel_ap"])
-    assert "| int8_trt@openvino |" in (int8_bundle / "quantization_report.md").read_text()
+    assert {"fp32", "int8_cpu@openvino", "delta_int8_cpu@openvino"} <= set(metrics)
+    assert metrics["delta_int8_cpu@openvino"]["pixel_ap"] == pytest.approx(
+        metrics["int8_cpu@openvino"]["pixel_ap"] - metrics["fp32"]["pixel_ap"])
+    assert "| int8_cpu@openvino |" in (int8_bundle / "quantization_report.md").read_text()
 
 
 def test_importing_the_openvino_backend_does_not_import_torch():

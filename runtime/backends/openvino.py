@@ -1,7 +1,9 @@
 """OpenVINO: the bundle's ONNX on an Intel (or any x86) CPU, or an Intel GPU/NPU that OpenVINO lists.
 
-OpenVINO runs the bundle's explicit Q/DQ graph (``int8_trt``, the one TensorRT is built from) as
-INT8 as it is, so one calibration serves TensorRT and OpenVINO alike; FP32 runs ``model.onnx``
+OpenVINO runs the bundle's explicit Q/DQ graphs as INT8 kernels as they are, so one calibration
+serves TensorRT, ONNX Runtime and OpenVINO alike; INT8 runs the CPU form (``int8_cpu``, unsigned
+activations, what VNNI multiplies natively) where the bundle has it, else the TensorRT form (see
+:data:`destseg.inference.VARIANTS_FOR`). FP32 runs ``model.onnx``
 with FP32 asked for explicitly (OpenVINO's CPU default is bf16 wherever the CPU computes it
 natively), and ``bf16`` is the same graph under OpenVINO's bf16 inference-precision hint, named
 so the log says what runs. The compiled model comes from :func:`destseg.inference.openvino_model`
