@@ -155,3 +155,18 @@ def test_openvino_is_an_extra_that_make_install_adds_on_x86_only():
     makefile = (REPO / "Makefile").read_text()
     assert "$(filter x86_64 amd64 i686,$(shell uname -m))" in makefile and "dev$(OPENVINO_EXTRA)]" in makefile
     assert "openvino" not in (REPO / "docker" / "jetson" / "Dockerfile").read_text().lower()
+
+
+def test_runtime_passes_device_and_streams_on_openvino(int8_bundle, tmp_path, capsys):
+    from destseg.runtime.cli import main
+
+    assert main(["--bundle", str(int8_bundle), "--backend", "openvino", "--device", "NPU", "--input", "test://ball",
+                 "--max-frames", "1", "--headless"]) == 2
+    assert "no NPU device" in capsys.readouterr().err
+    events = tmp_path / "events.jsonl"
+    assert main(["--bundle", str(int8_bundle), "--device", "CPU", "--input", "test://ball", "--max-frames", "3",
+                 "--headless", "--events", str(events)]) == 0
+    err = capsys.readouterr().err
+    if is_x86():
+        assert "backend openvino (an x86 CPU with OpenVINO installed" in err and "int8_cpu (model.int8.cpu.onnx)" in err
+    assert len(events.read_text().splitlines()) == 3
