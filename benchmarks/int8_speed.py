@@ -72,8 +72,8 @@ def build_random_bundle(work: Path, backbone: str, size: int) -> tuple[Path, Pat
     torch.manual_seed(0)
     model = DeSTSeg(backbone)
     run = work / "run"
-    config = {"backbone": backbone, "teacher": "random", "image_size": size, "mean": list(model.spec.mean),
-              "std": list(model.spec.std), "category": None, "data": str(work / "calib")}
+    # architecture(): what build_model checks (the EfficientNet-Lite0 teacher's architecture among it)
+    config = {**model.architecture(), "teacher": "random", "image_size": size, "category": None, "data": str(work / "calib")}
     save_checkpoint(run, model, config, {"phase": "done", "step": 0})
     rng = np.random.default_rng(0)
     for i in range(16):
