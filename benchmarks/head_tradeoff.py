@@ -195,7 +195,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--latency-from", type=Path, help="an earlier head_tradeoff.json: reuse its latencies and INT8 agreement "
+                   "(same configurations), recompute the rest; for adding seeds without timing again")
     args = p.parse_args(argv)
+    earlier = json.loads(args.latency_from.read_text()) if args.latency_from else None
     configs: Dict[str, Dict[str, Any]] = {}
     calls: Dict[Tuple[str, str], Callable[[], object]] = {}
     with tempfile.TemporaryDirectory(prefix="destseg-tradeoff-") as tmp:
@@ -204,16 +207,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             arch = architecture(runs[0])
             configs[name] = {"runs": [str(r) for r in runs], **{k: arch[k] for k in ("seg_head", "seg_width", "image_size")},
                              **compute(arch), "quality": quality_of(runs)}
+            if earlier is not None:
+                configs[name].update({k: earlier["configs"][name][k] for k in ("latency_ms", "int8_normal_images")})
+                continue
             bundle = Path(tmp) / name
             configs[name]["int8_normal_images"] = export_with_int8(runs[0], bundle)
             calls.update({(name, mode): fn for mode, fn in runners(bundle, args.threads).items()})
             print(f"{name}: {len(runs)} runs, bundle ready", file=sys.stderr, flush=True)
-        load = machine_record()["load_average_1min"]
+        load = machine_record()["load_average_1min"] if earlier is None else earlier["load_average"]
         timings = time_round_robin({f"{n}\t{m}": fn for (n, m), fn in calls.items()}, args.runs, args.warmup)
     for key, stats in timings.items():
         name, mode = key.split("\t")
         configs[name].setdefault("latency_ms", {})[mode] = stats
-    result = {"machine": machine_record(), "threads": args.threads, "runs": args.runs, "load_average": load, "configs": configs}
+    timed = earlier or {"machine": machine_record(), "threads": args.threads, "runs": args.runs}
+    result = {"machine": timed["machine"], "threads": timed["threads"], "runs": timed["runs"], "load_average": load,
+              "configs": configs}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "head_tradeoff.json", result)
     write_text(args.out / "head_tradeoff.md", to_markdown(result))

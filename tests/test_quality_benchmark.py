@@ -53,3 +53,7 @@ def test_head_tradeoff_reads_quality_runs_and_times_each_configuration_in_one_ru
     table = (tmp_path / "t" / "head_tradeoff.md").read_text()
     assert "| same | 1.00 fewer | +0.0 | +0.0 |" in table
     assert (tmp_path / "t" / "head_tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tradeoff_main(["--out", str(tmp_path / "t2"), "--config", f"ref={out}", "--config", f"same={out}",
+                          "--latency-from", str(tmp_path / "t" / "head_tradeoff.json")]) == 0
+    again = json.loads((tmp_path / "t2" / "head_tradeoff.json").read_text())
+    assert again["configs"]["ref"]["latency_ms"] == ref["latency_ms"] and again["runs"] == 1
