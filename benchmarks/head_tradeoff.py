@@ -126,12 +126,12 @@ def to_markdown(result: Dict[str, Any]) -> str:
     lines = [f"Machine: {cpu['model']}, {cpu['usable_cores']} usable cores, {result['threads']} threads; "
              f"latency: median of {result['runs']} round-robin runs, batch 1; load average {result['load_average']:.1f}.", "",
              "| config | GMACs | params (M) | seg GMACs | seeds | " + " | ".join(HEADERS) + " | "
-             + " | ".join(f"{m} ms" for m in modes) + " |",
+             + " | ".join(f"{m} ms (median / min)" for m in modes) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * (len(HEADERS) + len(modes))]
     for name, c in configs.items():
         q = c["quality"]
         cells = [f"{_pct(q[m]['mean'])} ({_pct(q[m]['min'])}-{_pct(q[m]['max'])})" for m in METRICS]
-        lat = [f"{c['latency_ms'][m]['median']:.1f}" for m in modes]
+        lat = [f"{c['latency_ms'][m]['median']:.1f} / {c['latency_ms'][m]['min']:.1f}" for m in modes]
         lines.append(f"| {name} | {c['gmacs']:.2f} | {c['params_m']:.1f} | {c['seg_gmacs']:.2f} | {len(c['runs'])} | "
                      + " | ".join(cells) + " | " + " | ".join(lat) + " |")
     lines += ["", "Relative to " + next(iter(configs)) + " (pixel AP and image AUROC in points, mean over seeds):", "",
