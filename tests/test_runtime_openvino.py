@@ -96,6 +96,9 @@ def test_auto_is_int8_where_the_bundle_has_it_else_bf16_only_where_native():
     assert resolve_precision("int8", ["fp32", "int8_trt"], "CPU", bf16_native=False) == ("int8_trt", "int8")
     with pytest.raises(BackendError, match="no native bf16"):
         resolve_precision("bf16", EVERYTHING, "CPU", bf16_native=False)
+    assert resolve_precision("auto", ["fp32"], "GPU", bf16_native=True) == ("fp32", "fp32")
+    with pytest.raises(BackendError, match="not GPU"):
+        resolve_precision("bf16", EVERYTHING, "GPU", bf16_native=True)
     with pytest.raises(BackendError, match="fp16 is TensorRT's"):
         resolve_precision("fp16", EVERYTHING, "CPU", bf16_native=True)
 

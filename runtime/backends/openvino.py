@@ -30,10 +30,11 @@ def resolve_precision(requested: str, variants: Sequence[str], device: str, bf16
     """(variant, precision): auto is INT8 where the bundle has it, else bf16 on a CPU that computes it natively, else FP32."""
     if requested == "fp16":
         raise BackendError("the openvino backend runs fp32, bf16 or int8; fp16 is TensorRT's (use --precision auto)")
-    bf16_here = device != "CPU" or bf16_native
+    bf16_here = device == "CPU" and bf16_native  # the bf16 hint is the CPU plugin's (GPUs and NPUs pick their own)
     if requested == "bf16" and not bf16_here:
-        raise BackendError("this CPU has no native bf16 (AMX or AVX512-BF16): OpenVINO would emulate it, slower than fp32; "
-                           "use --precision fp32 or int8")
+        where = "this CPU has no native bf16 (AMX or AVX512-BF16): OpenVINO would emulate it, slower than fp32" \
+            if device == "CPU" else f"bf16 is for CPUs with native bf16, not {device}"
+        raise BackendError(f"{where}; use --precision fp32 or int8")
     if requested == "auto":
         variant, precision = choose_variant("auto", variants, TARGET)
         if precision != "int8" and bf16_here:
