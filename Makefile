@@ -12,6 +12,10 @@ APT_PKGS := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-go
 # chromedriver: nothing downloads a browser). `make demo` does not wait for them.
 TEST_APT_PKGS := mosquitto chromium chromium-driver
 
+# OpenVINO (the [openvino] extra) only where its CPU plugin runs: x86 line PCs, not the Jetson image.
+comma := ,
+OPENVINO_EXTRA := $(if $(filter x86_64 amd64 i686,$(shell uname -m)),$(comma)openvino)
+
 .PHONY: install system-deps test-deps test demo clean
 
 install: system-deps $(STAMP)
@@ -38,7 +42,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[train,export,runtime,dev]" "pygobject<3.51"
+	$(BIN)/pip install -q -e ".[train,export,runtime,dev$(OPENVINO_EXTRA)]" "pygobject<3.51"
 	touch $(STAMP)
 
 test: install test-deps

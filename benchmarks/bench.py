@@ -1,5 +1,7 @@
 """destseg-bench BUNDLE: latency and throughput of every backend x precision x batch this machine runs.
 
+TensorRT, OpenVINO, ONNX Runtime and PyTorch are timed in one run, so their ratios hold.
+
 Users pick a Jetson, a precision and a batch size from these numbers, so each one comes
 with its spread (min to max, p99 as trtexec reports it), the split into host-to-device,
 compute and device-to-host where the backend measures it (TensorRT, with CUDA events), the
@@ -110,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="destseg-bench", description=__doc__.splitlines()[0])
     p.add_argument("bundle", type=Path, help="bundle folder (destseg-export --out)")
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)} (default: all)")
-    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated, from fp32, fp16, int8, auto (default fp32,fp16,int8)")
+    p.add_argument("--precisions", default="fp32,fp16,bf16,int8",
+                   help="comma-separated, from fp32, fp16, int8, bf16, auto (default fp32,fp16,bf16,int8)")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1; more needs a --dynamic-batch bundle)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per configuration (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10; TensorRT and ONNX Runtime tune on the first calls)")
-    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime and torch (default: physical cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for OpenVINO, ONNX Runtime and torch (default: physical cores)")
     p.add_argument("--run", type=Path, help="training run folder, for the torch backend")
     p.add_argument("--baseline", help="configuration the others are compared with, e.g. onnxruntime/fp32/b1")
     p.add_argument("--out", type=Path, help="folder for bench.json, bench.csv, bench.md and bench.png")
@@ -150,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if base is not None:
             r.compare_with(base)
         if report is not None:
-            r.accuracy = accuracy_for(report, r.variant)
+            r.accuracy = accuracy_for(report, r.variant, r.config.backend)
 
     print(table(results, skipped), end="")
     if args.out:

@@ -17,11 +17,14 @@ from destseg.latency import STATISTICS
 REPORT_FILE = "quantization_report.json"
 
 
-def accuracy_for(report: Dict[str, Any], variant: Optional[str]) -> Optional[Dict[str, Any]]:
-    """What the bundle's quantisation report says about ``variant``: FP32 vs INT8 output
-    agreement on normal images and, when it was evaluated, the metric deltas in points."""
+def accuracy_for(report: Dict[str, Any], variant: Optional[str], backend: str = "onnxruntime") -> Optional[Dict[str, Any]]:
+    """What the bundle's quantisation report says about ``variant`` as ``backend`` runs it: FP32 vs
+    INT8 output agreement on normal images and, when it was evaluated, the metric deltas in points.
+    OpenVINO rounds differently from ONNX Runtime: its rows are "VARIANT@openvino"."""
     if not variant or not variant.startswith("int8"):
         return None
+    if backend == "openvino":
+        variant = f"{variant}@openvino"
     found: Dict[str, Any] = {}
     normal = (report.get("normal_images") or {}).get(variant)
     if normal:

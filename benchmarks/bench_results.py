@@ -16,8 +16,8 @@ from destseg.inference import PRECISIONS
 from destseg.latency import latency_statistics
 from destseg.runtime.backends import NAMES as BACKENDS
 
-# What a configuration can end up as: the torch backend's "auto" runs bfloat16 on CPUs that have it.
-RESOLVED_PRECISIONS = (*PRECISIONS, "bf16")
+# What a configuration can end up as (bf16 included: torch's and OpenVINO's "auto" on CPUs that have it).
+RESOLVED_PRECISIONS = PRECISIONS
 
 
 class BenchError(ValueError):

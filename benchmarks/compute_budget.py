@@ -36,7 +36,7 @@ from torch import nn
 from destseg.atomic import atomic_path, write_json, write_text
 from destseg.inference import onnx_session
 from destseg.latency import latency_statistics
-from destseg.train.model import BACKBONES, SEG_WIDTH, DeSTSeg, top_k_score
+from destseg.train.model import BACKBONES, SEG_HEAD, SEG_HEADS, SEG_WIDTH, DeSTSeg, top_k_score
 
 PARTS = ("teacher", "student encoder", "student decoder", "fusion", "segmentation", "tail")
 WHOLE = "whole model (one graph)"
@@ -58,6 +58,7 @@ class PartBudget:
     macs: int
     latency_ms: Optional[float]  # median ONNX Runtime CPU latency; None when not measured
     latency_min_ms: Optional[float]  # the fastest run: the better estimate when the machine is shared
+    seg_head: str = SEG_HEAD  # "paper" or "light" (depthwise-separable ASPP and head convs)
 
 
 def count_params(module: nn.Module) -> int:
@@ -170,13 +171,13 @@ def interleaved_latency_ms(parts: Dict[str, OnnxPart], runs: int, warmup: int) -
 
 
 def budget(backbone: str, size: int, runs: int = 10, warmup: int = 2, threads: int = 2, measure: bool = True,
-           seg_width: int = SEG_WIDTH) -> List[PartBudget]:
+           seg_width: int = SEG_WIDTH, seg_head: str = SEG_HEAD) -> List[PartBudget]:
     """Parameters, MACs and (with ``measure``) latency of every part, then the whole model."""
     check_options([backbone], [size])
     torch.manual_seed(0)
     # Counting needs only shapes: on the meta device it takes no memory and no arithmetic.
     with torch.device("cpu" if measure else "meta"):
-        model = DeSTSeg(backbone, seg_width).eval()
+        model = DeSTSeg(backbone, seg_width, seg_head=seg_head).eval()
         parts = model_parts(model, size)
     latency: Dict[str, Tuple[Optional[float], Optional[float]]] = {}
     if measure:
@@ -185,7 +186,8 @@ def budget(backbone: str, size: int, runs: int = 10, warmup: int = 2, threads: i
                         for i, (name, module, inputs) in enumerate(parts)}
             latency.update(interleaved_latency_ms(sessions, runs, warmup))
     return [
-        PartBudget(backbone, size, seg_width, name, count_params(module), count_macs(module, *inputs), *latency.get(name, (None, None)))
+        PartBudget(backbone, size, seg_width, name, count_params(module), count_macs(module, *inputs), *latency.get(name, (None, None)),
+                   seg_head=seg_head)
         for name, module, inputs in parts
     ]
 
@@ -210,6 +212,7 @@ def markdown_table(rows: Sequence[PartBudget]) -> str:
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for (backbone, size, width), group in _groups(rows).items():
+        width = _seg_label(*width)
         parts = [r for r in group if r.part != WHOLE]
         macs = sum(r.macs for r in parts)
         measured = all(r.latency_ms is not None for r in parts)
@@ -263,6 +266,7 @@ def jetson_estimate(rows: Sequence[PartBudget]) -> str:
         "|---|---:|---:|---:|" + "---:|" * len(JETSONS),
     ]
     for (backbone, size, width), group in _groups(rows).items():
+        width = _seg_label(*width)
         gmacs = sum(r.macs for r in group if r.part != WHOLE) / 1e9
         cells = []
         for j in JETSONS:
@@ -273,11 +277,16 @@ def jetson_estimate(rows: Sequence[PartBudget]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _groups(rows: Sequence[PartBudget]) -> Dict[Tuple[str, int, int], List[PartBudget]]:
-    groups: Dict[Tuple[str, int, int], List[PartBudget]] = {}
+def _groups(rows: Sequence[PartBudget]) -> Dict[Tuple[str, int, Tuple[int, str]], List[PartBudget]]:
+    groups: Dict[Tuple[str, int, Tuple[int, str]], List[PartBudget]] = {}
     for r in rows:
-        groups.setdefault((r.backbone, r.size, r.seg_width), []).append(r)
+        groups.setdefault((r.backbone, r.size, (r.seg_width, r.seg_head)), []).append(r)
     return groups
+
+
+def _seg_label(width: int, head: str) -> str:
+    """The "seg width" cell: the width, and the head where it is not the paper's ("64 light")."""
+    return str(width) if head == SEG_HEAD else f"{width} {head}"
 
 
 def plot(rows: Sequence[PartBudget], path: Path) -> None:
@@ -288,7 +297,7 @@ def plot(rows: Sequence[PartBudget], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = _groups(rows)
-    labels = [f"{b} @ {s}" + (f", seg {w}" if w != SEG_WIDTH else "") for b, s, w in groups]
+    labels = [f"{b} @ {s}" + (f", seg {_seg_label(*w)}" if w != (SEG_WIDTH, SEG_HEAD) else "") for b, s, w in groups]
     measured = all(r.latency_ms is not None for r in rows)
     panels = [("GMACs", lambda r: r.macs / 1e9)] + ([("median latency, ONNX Runtime CPU (ms)", lambda r: r.latency_ms)] if measured else [])
     ncol = 3 * len(panels)
@@ -326,6 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sizes", type=_csv_ints, default=[256], help="comma-separated image sizes, multiples of 32 (default 256)")
     p.add_argument("--seg-widths", type=_csv_ints, default=[SEG_WIDTH],
                    help=f"comma-separated segmentation network widths (default {SEG_WIDTH}, the paper's), e.g. 256,128")
+    p.add_argument("--seg-heads", default=SEG_HEAD, help=f"comma-separated segmentation heads from {', '.join(SEG_HEADS)} (default {SEG_HEAD})")
     p.add_argument("--runs", type=int, default=10, help="timed runs per part (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
@@ -333,8 +343,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, help="folder for compute_budget.md, .json and .png")
     args = p.parse_args(argv)
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    heads = [h.strip() for h in args.seg_heads.split(",") if h.strip()]
     try:
         check_options(backbones, args.sizes)
+        if not heads or any(h not in SEG_HEADS for h in heads):
+            raise BudgetError(f"--seg-heads {args.seg_heads!r}: choose from {', '.join(SEG_HEADS)} (comma-separated)")
         if args.runs < 1 or args.warmup < 0 or args.threads < 1 or min(args.seg_widths, default=0) < 1:
             raise BudgetError("--runs, --threads and --seg-widths must be at least 1 and --warmup at least 0")
     except BudgetError as exc:
@@ -345,7 +358,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for backbone in backbones:
         for size in args.sizes:
             for width in args.seg_widths:
-                rows += budget(backbone, size, args.runs, args.warmup, args.threads, not args.no_latency, width)
+                for head in heads:
+                    rows += budget(backbone, size, args.runs, args.warmup, args.threads, not args.no_latency, width, head)
     table = markdown_table(rows)
     print(table, end="")
     if args.out:

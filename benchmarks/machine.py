@@ -18,7 +18,7 @@ from destseg.cpu import parse_cpuinfo, this_cpu, usable_cpus
 from destseg.hardware import gpu_info, jetson_info, read_text
 from destseg.tensorrt import installed_tensorrt_version
 
-LIBRARIES = ("tensorrt", "onnxruntime", "torch", "numpy", "pycuda")  # TensorRT first: it is looked up its own way
+LIBRARIES = ("tensorrt", "onnxruntime", "openvino", "torch", "numpy", "pycuda")  # TensorRT first: it is looked up its own way
 
 
 def cpu_info(cpuinfo: Optional[str] = None) -> Dict[str, Any]:

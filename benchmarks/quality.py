@@ -37,7 +37,8 @@ DEFAULT_TRAIN = ("--backbone efficientnet_lite0 --image-size 128 --seg-width 64 
 DEFAULT_SYNTH = "--train 200 --test 60 --size 128 --defect-scale 2"
 DEFAULT_INT8 = "--calib-count 64 --allow-degraded"
 MARKER = ".destseg-quality"  # what makes an --out folder ours to rewrite
-FORMS = {"fp32": "FP32", "int8_trt": "INT8 TensorRT form", "int8_cpu": "INT8 CPU form"}
+FORMS = {"fp32": "FP32", "int8_trt": "INT8 TensorRT form", "int8_cpu": "INT8 CPU form",
+         "int8_cpu@openvino": "INT8 CPU form on OpenVINO"}  # the last where OpenVINO is installed
 
 
 def _bin(name: str) -> str:
@@ -93,8 +94,9 @@ def one_case(kind: str, seed: int, work: Path, args: argparse.Namespace) -> Dict
         row["kept_float_gmacs"] = report["gate"].get("kept_float_gmacs")
         row["int8_search_s"] = (report["gate"].get("search") or {}).get("seconds")
         row["int8_analysis_s"] = {form: a["seconds"] for form, a in report.get("analysis", {}).items()}
-        for form in ("int8_trt", "int8_cpu", "fp32"):  # the report is in percent, metrics.json in fractions
-            row["fp32_onnx" if form == "fp32" else form] = {k: v / 100.0 for k, v in report["metrics"][form].items()}
+        for form in ("int8_trt", "int8_cpu", "int8_cpu@openvino", "fp32"):  # the report is in percent, metrics.json in fractions
+            if form in report["metrics"]:
+                row["fp32_onnx" if form == "fp32" else form] = {k: v / 100.0 for k, v in report["metrics"][form].items()}
     return row
 
 

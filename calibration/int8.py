@@ -29,14 +29,17 @@ from destseg.calibration.quantize import QuantOptions, prepare, quantize_both, q
 from destseg.calibration.report import (
     MAX_IMAGE_AUROC_DROP,
     MAX_PIXEL_AP_DROP,
+    backend_rows,
     compare_outputs,
     detection_metrics,
     gate,
     run_onnx,
+    run_row,
     to_markdown,
 )
 
 FORMS = ("int8_trt", "int8_cpu")
+ROWS = backend_rows(FORMS)  # what the gate and the report cover: the forms, and the one OpenVINO runs as OpenVINO runs it
 HOLDOUT = 50
 
 
@@ -141,9 +144,9 @@ class _Builder:
     def metrics(self, gated_only: bool = False) -> Dict[str, Dict[str, float]]:
         images, labels, masks = self.eval_set
         out = {}
-        for form in FORMS:
-            maps, scores = run_onnx(self.paths[form], images)
-            out[form] = detection_metrics(labels, masks, maps, scores, gated_only)
+        for row in ROWS:
+            maps, scores = run_row(self.paths, row, images)
+            out[row] = detection_metrics(labels, masks, maps, scores, gated_only)
         return out
 
 
@@ -249,24 +252,24 @@ def _gate_on_metrics(builder: _Builder, fp32_path: Path, images: _Images, opts: 
     fp32_maps, fp32_scores = run_onnx(fp32_path, eval_images)
     fp32_metrics = detection_metrics(labels, masks, fp32_maps, fp32_scores)
     metrics = builder.metrics()
-    results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
+    results = {row: gate(fp32_metrics, metrics[row]) for row in ROWS}
     kept: List[str] = []
     search = None
     if not all(r.passed for r in results.values()):
         kept, metrics, search = _ranked_search(builder, fp32_metrics, opts)
-        results = {form: gate(fp32_metrics, metrics[form]) for form in FORMS}
+        results = {row: gate(fp32_metrics, metrics[row]) for row in ROWS}
     passed = all(r.passed for r in results.values())
     reasons = [f"{form}: {reason}" for form, r in results.items() for reason in r.reasons]
     status = "passed" if passed else ("degraded-allowed" if opts.allow_degraded else "failed")
     section = {"fp32": fp32_metrics, **metrics,
-               **{f"delta_{f}": {k: metrics[f][k] - fp32_metrics[k] for k in fp32_metrics} for f in FORMS}}
+               **{f"delta_{r}": {k: metrics[r][k] - fp32_metrics[k] for k in fp32_metrics} for r in ROWS}}
     return {"status": status, "reasons": reasons, "kept_float": kept, "search": search}, section
 
 
 def _gate_on_collapse(gate_info: Dict, normal_images: Dict, fp32_scores: np.ndarray, opts: Int8Options) -> None:
     """Fail the gate (in place) when an INT8 form's scores are constant on normal images while FP32's vary."""
     collapsed = [f"{form}: INT8 scores are constant on normal images while FP32's vary: the calibration ranges are broken"
-                 for form in FORMS if np.isnan(normal_images[form]["score_pearson"]) and np.std(fp32_scores) > 0]
+                 for form in ROWS if np.isnan(normal_images[form]["score_pearson"]) and np.std(fp32_scores) > 0]
     if collapsed:
         gate_info["reasons"] = [r for r in gate_info["reasons"] if not r.startswith("no --eval-data")] + collapsed
         gate_info["status"] = "degraded-allowed" if opts.allow_degraded else "failed"
@@ -279,8 +282,8 @@ def _report(builder: _Builder, bundle: Bundle, images: _Images, opts: Int8Option
     report: Dict = {"calibration": _calibration_record(builder, images, opts), "normal_images": {},
                     "held_out": images.held_out, "metrics": None}
     gate_info, report["metrics"] = _gate_on_metrics(builder, fp32_path, images, opts)
-    for form in FORMS:  # after the search: these are the forms that ship
-        report["normal_images"][form] = compare_outputs(fp32_out, run_onnx(builder.paths[form], images.holdout))
+    for row in ROWS:  # after the search: these are the forms that ship
+        report["normal_images"][row] = compare_outputs(fp32_out, run_row(builder.paths, row, images.holdout))
     _gate_on_collapse(gate_info, report["normal_images"], fp32_out[1], opts)
     report["gate"] = gate_info
     report["qdq"] = {form: qdq_summary(onnx.load(str(builder.paths[form]))) for form in FORMS}

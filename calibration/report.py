@@ -6,33 +6,61 @@ refuses an INT8 model that loses more than 0.5 point of image AUROC or 1 point o
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from destseg.inference import onnx_session
+from destseg.inference import VARIANTS_FOR, onnx_session, openvino_model
 
 MAX_IMAGE_AUROC_DROP = 0.5  # points (percent)
 MAX_PIXEL_AP_DROP = 1.0
 
 
-def run_onnx(path: str | os.PathLike, images: np.ndarray, batch_size: int = 8) -> Tuple[np.ndarray, np.ndarray]:
-    """(maps N x S x S, scores N) of an ONNX model with uint8 N x S x S x 3 input, on the CPU.
+def backend_rows(forms: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The rows the report and the gate cover: each INT8 form as ONNX Runtime runs it, plus
+    "FORM@openvino" for the form OpenVINO runs (when it is installed): backends round differently."""
+    rows = list(forms)
+    if importlib.util.find_spec("openvino") is not None:
+        rows.append(f"{VARIANTS_FOR['openvino']['int8'][0]}@openvino")
+    return tuple(rows)
 
-    ``path`` is any ONNX file: the candidates of the sensitivity search live in a temporary folder.
-    """
+
+def _runner(path: str | os.PathLike, backend: str) -> Tuple[Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]], object]:
+    """(run one batch, its fixed batch size or None) for the ONNX file ``path`` under ``backend``."""
+    if backend == "openvino":
+        compiled = openvino_model(path, "int8")
+        first = compiled.input(0).get_partial_shape()[0]
+        return (lambda x: tuple(compiled(x).values())), (first.get_length() if first.is_static else None)
     session = onnx_session(path)
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) else batch_size
+    return (lambda x: tuple(session.run(None, {name: x}))), (fixed if isinstance(fixed, int) else None)
+
+
+def run_onnx(path: str | os.PathLike, images: np.ndarray, batch_size: int = 8,
+             backend: str = "onnxruntime") -> Tuple[np.ndarray, np.ndarray]:
+    """(maps N x S x S, scores N) of an ONNX model with uint8 N x S x S x 3 input, on the CPU,
+    run by ONNX Runtime or by OpenVINO (``backend``, "openvino": a Q/DQ graph runs as INT8 there).
+
+    ``path`` is any ONNX file: the candidates of the sensitivity search live in a temporary folder.
+    """
+    run, fixed = _runner(path, backend)
+    step = fixed or batch_size
     maps, scores = [], []
     for start in range(0, len(images), step):
-        amap, score = session.run(None, {name: images[start : start + step]})
-        maps.append(amap[:, 0])
-        scores.append(score)
+        amap, score = run(images[start : start + step])
+        maps.append(np.asarray(amap)[:, 0])
+        scores.append(np.asarray(score))
     return np.concatenate(maps), np.concatenate(scores)
+
+
+def run_row(paths: Dict[str, os.PathLike], row: str, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Outputs of one report row ("int8_trt", or "int8_cpu@openvino"): the form's file under the row's backend."""
+    form, _, backend = row.partition("@")
+    return run_onnx(paths[form], images, backend=backend or "onnxruntime")
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

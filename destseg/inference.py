@@ -17,7 +17,11 @@ from destseg.bundle import Bundle, BundleError, load_bundle
 from destseg.cpu import physical_cores
 from destseg.preprocess import model_input
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+# OpenVINO's inference-precision hint per precision: FP32 is asked for explicitly, since OpenVINO's
+# CPU default is bf16 wherever the CPU has it natively (AMX, AVX512-BF16); INT8 graphs keep f32 for their float parts, like ONNX Runtime.
+OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+OPENVINO_DEVICE = "CPU"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 # The bundle variants each precision runs from, best first, by what runs the model: TensorRT
@@ -29,9 +33,16 @@ VARIANTS_FOR: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "tensorrt": {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "int8": ("int8_trt",)},
     "onnxruntime+tensorrt": {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "int8": ("int8_trt", "int8_cpu")},
     "onnxruntime": {"fp32": ("fp32",), "int8": ("int8_cpu",)},
+    # OpenVINO runs either Q/DQ form as INT8 kernels (both from the one calibration TensorRT's is
+    # made with). The CPU form first: its unsigned activations are what VNNI's u8 x s8 dot products
+    # take, and on an AVX-512 VNNI CPU (no AMX) it measured 0.25x ONNX Runtime FP32 against 0.51x
+    # for the signed TensorRT form, whose outputs also strayed further from FP32 (BENCHMARKS.md).
+    # bf16 is the FP32 graph under OpenVINO's bf16 inference-precision hint.
+    "openvino": {"fp32": ("fp32",), "bf16": ("fp32",), "int8": ("int8_cpu", "int8_trt")},
 }
-# --precision auto: INT8 where the bundle holds its variant, else this.
-AUTO_FLOAT = {"tensorrt": "fp16", "onnxruntime+tensorrt": "fp32", "onnxruntime": "fp32"}
+# --precision auto: INT8 where the bundle holds its variant, else this (the openvino backend
+# makes that bf16 on a CPU that computes it natively).
+AUTO_FLOAT = {"tensorrt": "fp16", "onnxruntime+tensorrt": "fp32", "onnxruntime": "fp32", "openvino": "fp32"}
 
 
 def variant_for(precision: str, variants: Sequence[str], target: str) -> str:
@@ -84,6 +95,24 @@ def onnx_session(model: str | os.PathLike, threads: Optional[int] = None, provid
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(model), options, providers=list(providers or [CPU_PROVIDER]))
+
+
+def openvino_model(model: str | os.PathLike, precision: str = "fp32", threads: Optional[int] = None,
+                   device: str = OPENVINO_DEVICE) -> Any:
+    """An OpenVINO compiled model of the ONNX file ``model`` for one frame at a time.
+
+    Latency hint with one stream and ``threads`` (or the physical cores, as for ONNX Runtime)
+    inference threads on the CPU; ``precision`` is a key of :data:`OPENVINO_HINT`. A Q/DQ graph
+    runs as INT8 whatever the hint: OpenVINO folds the Q/DQ pairs into integer kernels. It takes a
+    file, like :func:`onnx_session`, so calibration can score its candidates under OpenVINO too.
+    """
+    import openvino as ov
+
+    config: Dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}
+    if device == "CPU":
+        config.update(INFERENCE_NUM_THREADS=threads or physical_cores(), NUM_STREAMS=1)
+    core = ov.Core()
+    return core.compile_model(core.read_model(str(model)), device, config)
 
 
 class BundleModel:

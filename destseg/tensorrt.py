@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import destseg
 from destseg.atomic import atomic_path, write_json
 from destseg.bundle import Bundle, load_bundle, sha256_file
-from destseg.inference import PRECISIONS, variant_for
+from destseg.inference import VARIANTS_FOR, variant_for
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ def default_cache_dir() -> Path:
         return Path(os.environ["DESTSEG_ENGINE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "destseg" / "engines"
+
+
+PRECISIONS = tuple(VARIANTS_FOR["tensorrt"])  # what an engine is built in (bf16 is OpenVINO's and torch's)
 
 
 def _check_precision(precision: str) -> None:

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--bundle", default=os.environ.get("DESTSEG_BUNDLE", DEFAULT_BUNDLE),
                        help="bundle folder from destseg-export (default $DESTSEG_BUNDLE or ./bundle)")
     model.add_argument("--run", help="training run folder instead of a bundle (torch backend)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (auto: TensorRT, else ONNX Runtime, else PyTorch)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (auto: TensorRT, else OpenVINO on x86, else ONNX Runtime, else PyTorch)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="model precision (auto: INT8 where the bundle has it)")
     p.add_argument("--platform", choices=PLATFORMS, default="auto", help="GStreamer elements: jetson (nvvidconv, ...) or generic")
     p.add_argument("--width", type=int, default=640, help="camera / test pattern width (the nearest camera mode is used)")
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--threshold", type=float, help="image-score threshold for NG (default: the bundle's)")
     p.add_argument("--pixel-threshold", type=float, help="map threshold for outlines (default: the bundle's)")
-    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime / PyTorch (default: physical cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for OpenVINO / ONNX Runtime / PyTorch (default: physical cores)")
+    p.add_argument("--device", help="OpenVINO device: CPU (default), GPU or NPU where OpenVINO lists them; TensorRT: GPU index")
     p.add_argument("--reconnect-delay", type=float, default=0.5, metavar="S", help="first wait before reopening a lost live source")
     p.add_argument("--reconnect-max-delay", type=float, default=10.0, metavar="S", help="longest wait between reopen attempts")
     p.add_argument("--stall-timeout", type=float, default=10.0, metavar="S",
@@ -101,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         threshold=args.threshold,
         pixel_threshold=args.pixel_threshold,
         threads=args.threads,
+        device=args.device,
         latency_ms=args.latency_ms,
         reconnect_delay=args.reconnect_delay,
         reconnect_max_delay=args.reconnect_max_delay,

@@ -66,6 +66,7 @@ class StreamOptions:
     threshold: Optional[float] = None
     pixel_threshold: Optional[float] = None
     threads: Optional[int] = None
+    device: Optional[str] = None  # OpenVINO's device (CPU, GPU, NPU) or TensorRT's GPU index
     latency_ms: int = 100
     reconnect_delay: float = 0.5
     reconnect_max_delay: float = 10.0
@@ -166,7 +167,7 @@ class Stream:
                 log(f"output {text}: {choice.note}")
         self.outputs = outputs
         name, why = choose_backend(opts.model, opts.backend)
-        self.backend: Backend = open_backend(name, opts.model, opts.precision, threads=opts.threads)
+        self.backend: Backend = open_backend(name, opts.model, opts.precision, threads=opts.threads, device=opts.device)
         log(f"backend {name} ({why}): {self.backend.detail}")
         self.stop = threading.Event()
         self.profiler: Optional[Profiler] = None

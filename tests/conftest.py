@@ -53,7 +53,7 @@ def untrained_run(run_dir: Path, backbone: str = "resnet18", size: int = 64, see
     from destseg.train.model import DeSTSeg
 
     torch.manual_seed(seed)
-    model = DeSTSeg(backbone)
+    model = DeSTSeg(backbone, seg_head=config.get("seg_head", "paper"))
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         torch.nn.init.uniform_(bn.weight, 0.5, 1.5)
         torch.nn.init.normal_(bn.bias, 0.0, 0.2)

@@ -112,6 +112,23 @@ def test_bench_measures_what_runs_here_and_explains_the_rest(int8_bundle, tmp_pa
     assert table in (out / "bench.md").read_text()
 
 
+def test_bench_times_openvino_beside_onnx_runtime_in_one_run(int8_bundle, tmp_path):
+    pytest.importorskip("openvino")
+    bundle, run = int8_bundle
+    assert main([str(bundle), "--backends", "openvino,onnxruntime,torch", "--precisions", "fp32,bf16,int8",
+                 "--runs", "2", "--warmup", "1", "--threads", "1", "--run", str(run), "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "bench.json").read_text())
+    results = {r["config"]: r for r in record["results"]}
+    skipped = {s["config"]: s["reason"] for s in record["skipped"]}
+    assert {"openvino/fp32/b1", "openvino/int8/b1", "onnxruntime/fp32/b1", "onnxruntime/int8/b1", "torch/fp32/b1"} <= set(results)
+    assert results["openvino/int8/b1"]["variant"] == "int8_cpu" and "u8" in results["openvino/int8/b1"]["detail"]
+    report = json.loads((bundle / "quantization_report.json").read_text())
+    assert results["openvino/int8/b1"]["accuracy"]["normal_images"] == report["normal_images"]["int8_cpu@openvino"]
+    assert "openvino/bf16/b1" in results or "native bf16" in skipped["openvino/bf16/b1"]
+    assert "bf16" in skipped["onnxruntime/bf16/b1"]
+    assert record["machine"]["libraries"]["openvino"]
+
+
 def test_a_static_batch_bundle_skips_larger_batches_with_the_reason(tiny_bundle, tmp_path):
     assert main([str(tiny_bundle), "--backends", "onnxruntime", "--precisions", "fp32", "--batch", "1,2",
                  "--runs", "2", "--warmup", "0", "--out", str(tmp_path)]) == 0
@@ -128,11 +145,13 @@ def test_accuracy_deltas_come_from_the_report_for_the_variant_that_ran():
                                                 "metric_deltas": {"image_auroc": -0.4, "pixel_ap": -1.1}}
     assert accuracy_for(report, "int8_cpu") is None
     assert accuracy_for(report, "fp32") is None
+    openvino = {"normal_images": {"int8_trt": {"score_spearman": 0.99}, "int8_trt@openvino": {"score_spearman": 0.97}}}
+    assert accuracy_for(openvino, "int8_trt", "openvino") == {"normal_images": {"score_spearman": 0.97}}
 
 
 @pytest.mark.parametrize("args, message", [
     (["--batch", "0"], "--batch '0': pass positive batch sizes"),
-    (["--backends", "cuda"], "--backends 'cuda': choose from tensorrt, onnxruntime, torch"),
+    (["--backends", "cuda"], "--backends 'cuda': choose from tensorrt, openvino, onnxruntime, torch"),
     (["--baseline", "onnxruntime/fp32"], "is not BACKEND/PRECISION/bBATCH"),
 ])
 def test_bad_options_are_one_line_errors(int8_bundle, capsys, args, message):

@@ -40,6 +40,20 @@ def test_a_narrower_segmentation_network_cuts_its_macs_and_nothing_else():
     assert all(narrow[p] == full[p] for p in PARTS if p != "segmentation")
 
 
+def test_the_light_head_cuts_the_segmentation_macs_and_the_table_names_it(capsys):
+    paper = {r.part: r for r in budget("efficientnet_lite0", 128, measure=False, seg_width=64)}
+    light = {r.part: r for r in budget("efficientnet_lite0", 128, measure=False, seg_width=64, seg_head="light")}
+    assert light["segmentation"].macs < 0.55 * paper["segmentation"].macs
+    assert light["segmentation"].params < 0.55 * paper["segmentation"].params
+    assert all(light[p].macs == paper[p].macs for p in PARTS if p != "segmentation")
+    assert main(["--backbones", "efficientnet_lite0", "--sizes", "128", "--seg-widths", "64",
+                 "--seg-heads", "paper,light", "--no-latency"]) == 0
+    table = capsys.readouterr().out
+    assert "| efficientnet_lite0 | 128 | 64 | segmentation |" in table
+    assert "| efficientnet_lite0 | 128 | 64 light | segmentation |" in table
+    assert main(["--seg-heads", "tiny", "--no-latency"]) == 2
+
+
 def test_cli_writes_table_json_and_chart_with_measured_latency(tmp_path, capsys):
     assert main(["--backbones", "resnet18", "--sizes", "64", "--runs", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "compute_budget.json").read_text())

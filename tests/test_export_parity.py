@@ -26,7 +26,8 @@ from destseg.train.model import DeSTSeg
 from tests.conftest import untrained_run
 
 SIZE = 64
-BACKBONES = ("resnet18", "efficientnet_lite0")
+# (backbone, segmentation head): the light head's depthwise-separable convs go through every check too
+MODELS = (("resnet18", "paper"), ("efficientnet_lite0", "paper"), ("efficientnet_lite0", "light"))
 
 
 def make_run(run_dir: Path, backbone: str = "resnet18", seed: int = 0, **config) -> Path:
@@ -43,10 +44,11 @@ class Exported:
     session: ort.InferenceSession
 
 
-@pytest.fixture(scope="module", params=BACKBONES)
+@pytest.fixture(scope="module", params=MODELS, ids=["-".join(m) for m in MODELS])
 def exported(request, tmp_path_factory) -> Exported:
-    root = tmp_path_factory.mktemp(request.param)
-    run = make_run(root / "run", request.param)
+    backbone, head = request.param
+    root = tmp_path_factory.mktemp(f"{backbone}-{head}")
+    run = make_run(root / "run", backbone, seg_head=head)
     meta = export_bundle(run, root / "bundle", ExportOptions(dynamic_batch=True))
     model, config = load_run(run)
     session = ort.InferenceSession(str(root / "bundle" / "model.onnx"), providers=["CPUExecutionProvider"])

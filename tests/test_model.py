@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from destseg.train.backbones import TeacherWeightsError, efficientnet_lite0_classifier, load_teacher_weights
+from destseg.train.checkpoint import RunError, build_model
 from destseg.train.model import DeSTSeg, top_k_score
 
 
@@ -152,3 +153,27 @@ def test_teacher_weights_of_the_wrong_backbone_are_refused(tmp_path):
     save_file({"conv1.weight": torch.zeros(8, 3, 7, 7)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(TeacherWeightsError, match="lacks"):
         load_teacher_weights(DeSTSeg("resnet18").teacher, "resnet18", weights_file=str(tmp_path / "bad.safetensors"))
+
+
+def test_light_head_makes_aspp_and_head_depthwise_separable_and_smaller():
+    paper = DeSTSeg("efficientnet_lite0", seg_width=64, top_k=25).eval()
+    light = DeSTSeg("efficientnet_lite0", seg_width=64, top_k=25, seg_head="light").eval()
+    depthwise = [m for m in light.segmentation.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 5  # three ASPP branches, two head convs
+    assert [m.dilation[0] for m in depthwise[:3]] == [6, 12, 18]
+    assert not any(m.groups > 1 for m in paper.segmentation.modules() if isinstance(m, torch.nn.Conv2d))
+    assert _millions(light.segmentation) < 0.6 * _millions(paper.segmentation)
+    assert light.architecture()["seg_head"] == "light" and paper.architecture()["seg_head"] == "paper"
+    with torch.no_grad():
+        out = light(torch.randn(1, 3, 64, 64))
+    assert out[0].shape == (1, 1, 64, 64)
+
+
+def test_unknown_segmentation_head_is_refused_by_the_model_and_by_build_model():
+    with pytest.raises(ValueError, match="segmentation head 'tiny'"):
+        DeSTSeg("resnet18", seg_head="tiny")
+    config = {**DeSTSeg("resnet18").architecture(), "seg_head": "tiny"}
+    with pytest.raises(RunError, match="segmentation head 'tiny'.*retrain"):
+        build_model(config)
+    legacy = {k: v for k, v in config.items() if k != "seg_head"}  # runs from before the option: the paper's
+    assert build_model(legacy).seg_head == "paper"

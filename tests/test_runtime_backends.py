@@ -188,16 +188,20 @@ def test_variant_follows_precision_and_providers():
         choose_variant("fp16", everything, cpu)
 
 
-def test_auto_picks_onnxruntime_here_and_says_why(bundle):
+def test_auto_picks_onnxruntime_without_openvino_and_says_why(bundle, monkeypatch):
+    from destseg.runtime import backends
     from destseg.tensorrt import why_no_tensorrt
 
     if why_no_tensorrt() is None:
         pytest.skip("TensorRT and a GPU are present: auto picks tensorrt")
+    have = backends._have
+    monkeypatch.setattr(backends, "_have", lambda module: module != "openvino" and have(module))
     name, why = choose_backend(bundle)
     assert name == "onnxruntime" and why.startswith("TensorRT is not usable here: ")
+    assert ("OpenVINO is not installed" if backends.is_x86() else "OpenVINO is for x86") in why
     assert choose_backend(bundle, "torch") == ("torch", "as asked (--backend)")
     with pytest.raises(BackendError, match="unknown backend"):
-        choose_backend(bundle, "openvino")
+        choose_backend(bundle, "tflite")
 
 
 def test_physical_cores_counts_cores_not_threads():

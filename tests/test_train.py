@@ -117,3 +117,14 @@ def test_cli_reports_an_empty_folder_in_one_line(tmp_path, capsys):
 def test_cli_reports_a_missing_category(synthetic_root, tmp_path, capsys):
     assert train_main(["--data", str(synthetic_root), "--category", "nope", "--out", str(tmp_path / "run")]) == 2
     assert CATEGORY in capsys.readouterr().err
+
+
+def test_seg_head_option_is_recorded_and_rebuilds_the_light_head(synthetic_root, tmp_path):
+    out = tmp_path / "light"
+    assert train_main(["--data", str(synthetic_root), "--category", CATEGORY, "--out", str(out), "--teacher", "random",
+                       "--image-size", "64", "--batch-size", "4", "--steps-student", "1", "--steps-seg", "1",
+                       "--workers", "0", "--seg-width", "16", "--seg-head", "light", "--no-eval"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["seg_head"] == "light" and config["options"]["seg_head"] == "light"
+    model, _ = load_run(out)
+    assert model.seg_head == "light" and model.segmentation.head[0][0].groups == 64  # depthwise over 4 x 16 channels

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from destseg.atomic import atomic_dir, atomic_path, write_json
 from destseg.bundle import sha256_file
-from destseg.train.model import BACKBONES, SEG_WIDTH, TOP_K, DeSTSeg
+from destseg.train.model import BACKBONES, SEG_HEAD, SEG_HEADS, SEG_WIDTH, TOP_K, DeSTSeg
 
 RUN_SCHEMA = "destseg-run/1"
 MODEL_FILE = "model.safetensors"
@@ -134,7 +134,11 @@ def build_model(config: Dict[str, Any]) -> DeSTSeg:
     if arch != BACKBONES[backbone].arch:
         raise RunError(f"this run's teacher is {arch}, but this version builds {BACKBONES[backbone].arch} "
                        f"(the packaged weights need it); retrain the run with this version")
-    return DeSTSeg(backbone, config.get("seg_width", SEG_WIDTH), config.get("top_k", TOP_K))
+    head = config.get("seg_head", SEG_HEAD)  # runs from before the light head had the paper's
+    if head not in SEG_HEADS:
+        raise RunError(f"config.json names segmentation head {head!r}, which this version does not know "
+                       f"({', '.join(SEG_HEADS)}); retrain the run with this version")
+    return DeSTSeg(backbone, config.get("seg_width", SEG_WIDTH), config.get("top_k", TOP_K), head)
 
 
 def describe_progress(progress: Dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional
 
-from destseg.train.model import BACKBONES
+from destseg.train.model import BACKBONES, SEG_HEAD, SEG_HEADS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=sorted(BACKBONES), help="teacher backbone (default resnet18)")
     p.add_argument("--seg-width", type=int,
                    help="segmentation network channels (paper and default: 256); narrower is faster on edge devices and CPUs")
+    p.add_argument("--seg-head", choices=SEG_HEADS,
+                   help=f"segmentation head: {SEG_HEAD} (the paper's dense 3x3 ASPP and head convs, default) or light "
+                        "(depthwise-separable ones, for edge devices; BENCHMARKS.md has the measured trade-off)")
     p.add_argument("--top-k", type=int,
                    help="image score = mean of the K highest map pixels (paper and default: 100 at 256 x 256; "
                         "keep the same area at other sizes: 25 at 128)")
@@ -44,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options that define the model: the paper's value for a new run; with --resume, the run's unless given.
-MODEL_DEFAULTS: Dict[str, Any] = {"backbone": "resnet18", "seg_width": 256, "top_k": 100, "image_size": 256, "batch_size": 32}
+MODEL_DEFAULTS: Dict[str, Any] = {"backbone": "resnet18", "seg_width": 256, "seg_head": SEG_HEAD, "top_k": 100,
+                                  "image_size": 256, "batch_size": 32}
 
 
 def _fill_model_options(args: Any) -> None:
@@ -76,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     opts = TrainOptions(
         data=args.data, out=args.out, category=args.category, backbone=args.backbone, seg_width=args.seg_width,
+        seg_head=args.seg_head,
         top_k=args.top_k, teacher=args.teacher,
         teacher_weights=args.teacher_weights, dtd=args.dtd, image_size=args.image_size,
         batch_size=args.batch_size, steps_student=args.steps_student, steps_seg=args.steps_seg,

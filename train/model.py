@@ -17,6 +17,10 @@ from torchvision.models.resnet import BasicBlock
 
 TOP_K = 100  # the paper's image score: mean of the 100 highest pixels of the 256 x 256 map
 SEG_WIDTH = 256  # the paper's segmentation-network width
+# Segmentation-head variants: the paper's dense 3x3 ASPP and head convs, or "light" for edge devices,
+# where each of those convs is depthwise-separable (a depthwise 3x3 at the same dilation, then a 1x1).
+SEG_HEADS = ("paper", "light")
+SEG_HEAD = "paper"
 
 
 @dataclass(frozen=True)
@@ -160,13 +164,30 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1) -
     )
 
 
+def _separable_bn_relu(in_ch: int, out_ch: int, dilation: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 (at ``dilation``) then pointwise 1x1, one BN-ReLU after each (MobileNet/DeepLabv3+)."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, in_ch, 3, padding=dilation, dilation=dilation, groups=in_ch, bias=False),
+        nn.BatchNorm2d(in_ch),
+        nn.ReLU(inplace=True),
+        _conv_bn_relu(in_ch, out_ch, kernel=1),
+    )
+
+
+def _conv3x3(head: str, in_ch: int, out_ch: int, dilation: int = 1) -> nn.Sequential:
+    """The 3x3 conv-BN-ReLU of ASPP and the head, dense (paper) or depthwise-separable (light)."""
+    if head == "light":
+        return _separable_bn_relu(in_ch, out_ch, dilation)
+    return _conv_bn_relu(in_ch, out_ch, dilation=dilation)
+
+
 class ASPP(nn.Module):
     """Global-pool branch plus dilated 3x3 branches at rates 6, 12, 18 (no plain 1x1 branch)."""
 
-    def __init__(self, channels: int = 256, rates: Sequence[int] = (6, 12, 18)) -> None:
+    def __init__(self, channels: int = 256, rates: Sequence[int] = (6, 12, 18), head: str = SEG_HEAD) -> None:
         super().__init__()
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv_bn_relu(channels, channels, kernel=1))
-        self.branches = nn.ModuleList(_conv_bn_relu(channels, channels, dilation=r) for r in rates)
+        self.branches = nn.ModuleList(_conv3x3(head, channels, channels, dilation=r) for r in rates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(x).expand(-1, -1, x.shape[2], x.shape[3])
@@ -179,16 +200,21 @@ class SegmentationNetwork(nn.Module):
     Only the two BasicBlocks get the Kaiming init; ASPP and the head keep PyTorch's default,
     as in the authors' code. Kaiming there starts the logits with a std of about 13 (nearly
     every pixel at p > 0.99), and the head, at lr 0.01, barely moves away from it.
+
+    ``head="light"`` makes the ASPP branches and the head's two 3x3 convs depthwise-separable
+    (the BasicBlocks stay as they are: they fuse the 176-448 input channels); see SEG_HEADS.
     """
 
-    def __init__(self, in_channels: int, width: int = 256) -> None:
+    def __init__(self, in_channels: int, width: int = 256, head: str = SEG_HEAD) -> None:
         super().__init__()
+        if head not in SEG_HEADS:
+            raise ValueError(f"unknown segmentation head {head!r}; choose one of {', '.join(SEG_HEADS)}")
         self.res = _stage(in_channels, width)
         _init_weights(self.res)
-        self.aspp = ASPP(width)
+        self.aspp = ASPP(width, head=head)
         self.head = nn.Sequential(
-            _conv_bn_relu(4 * width, width),
-            _conv_bn_relu(width, width),
+            _conv3x3(head, 4 * width, width),
+            _conv3x3(head, width, width),
             nn.Conv2d(width, 1, 1, bias=True),
         )
 
@@ -211,9 +237,11 @@ def top_k_score(anomaly_map: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
 class DeSTSeg(nn.Module):
     """Teacher + denoising student + segmentation network, with the paper's inference path."""
 
-    def __init__(self, backbone: str = "resnet18", seg_width: int = SEG_WIDTH, top_k: int = TOP_K) -> None:
+    def __init__(self, backbone: str = "resnet18", seg_width: int = SEG_WIDTH, top_k: int = TOP_K,
+                 seg_head: str = SEG_HEAD) -> None:
         """``seg_width`` (the paper's 256) sets the segmentation network's channels; the
-        network holds most of the compute, so narrower widths trade accuracy for edge speed.
+        network holds most of the compute, so narrower widths trade accuracy for edge speed,
+        as does ``seg_head="light"`` (depthwise-separable ASPP and head convs; SEG_HEADS).
         ``top_k`` (the paper's 100) is how many of the map's highest pixels the image score averages."""
         super().__init__()
         if backbone not in BACKBONES:
@@ -221,16 +249,18 @@ class DeSTSeg(nn.Module):
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.spec = BACKBONES[backbone]
-        self.seg_width, self.top_k = int(seg_width), int(top_k)
+        if seg_head not in SEG_HEADS:
+            raise ValueError(f"unknown segmentation head {seg_head!r}; choose one of {', '.join(SEG_HEADS)}")
+        self.seg_width, self.top_k, self.seg_head = int(seg_width), int(top_k), seg_head
         self.teacher = TEACHERS[backbone]()
         self.teacher.requires_grad_(False)
         self.student = DenoisingStudent(self.spec.channels)
-        self.segmentation = SegmentationNetwork(sum(self.spec.channels), seg_width)
+        self.segmentation = SegmentationNetwork(sum(self.spec.channels), seg_width, seg_head)
 
     def architecture(self) -> Dict[str, object]:
         """What rebuilds this network and its preprocessing (a run's config.json holds it)."""
         return {"backbone": self.spec.name, "teacher_arch": self.spec.arch, "seg_width": self.seg_width,
-                "top_k": self.top_k, "mean": list(self.spec.mean), "std": list(self.spec.std)}
+                "seg_head": self.seg_head, "top_k": self.top_k, "mean": list(self.spec.mean), "std": list(self.spec.std)}
 
     def train(self, mode: bool = True) -> "DeSTSeg":
         super().train(mode)

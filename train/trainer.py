@@ -25,7 +25,7 @@ from destseg.train.checkpoint import load_run, load_trainer_state, read_config, 
 from destseg.train.run_folder import claim_run_folder, warn_odd_image_sizes
 from destseg.train.data import SampleRange, SyntheticAnomalyStream
 from destseg.train.losses import cosine_distance_loss, mask_target, segmentation_loss
-from destseg.train.model import SEG_WIDTH, TOP_K, DeSTSeg
+from destseg.train.model import SEG_HEAD, SEG_WIDTH, TOP_K, DeSTSeg
 
 log = logging.getLogger("destseg.train")
 PHASES = ("student", "segmentation")
@@ -38,6 +38,7 @@ class TrainOptions:
     category: Optional[str] = None
     backbone: str = "resnet18"
     seg_width: int = SEG_WIDTH
+    seg_head: str = SEG_HEAD
     top_k: int = TOP_K
     teacher: str = "imagenet"
     teacher_weights: Optional[str] = None
@@ -175,7 +176,7 @@ class _Start:
 
 
 def _fresh_start(opts: TrainOptions, paths: List[Path]) -> _Start:
-    model = DeSTSeg(opts.backbone, opts.seg_width, opts.top_k)
+    model = DeSTSeg(opts.backbone, opts.seg_width, opts.top_k, opts.seg_head)
     config = {
         **model.architecture(),
         "teacher": load_teacher_weights(model.teacher, opts.backbone, opts.teacher, opts.teacher_weights),

@@ -1,15 +1,17 @@
 """Inference backends behind one interface: S x S uint8 RGB frames in, anomaly maps and scores out.
 
-``open_backend(name, path, precision)`` opens a bundle (tensorrt, onnxruntime) or a training
-run (torch); ``choose_backend`` is ``--backend auto``: the fastest one this machine can run,
-with the reason, so a Jetson that silently fell back to the CPU is visible in the first line
-of the log. The bundle backends are :class:`destseg.inference.BundleModel` subclasses (bundle,
-variant, input preparation). The modules are imported only when chosen: onnxruntime and the
-TensorRT stack are heavy, and torch must never be imported by the runtime unless asked for.
+``open_backend(name, path, precision)`` opens a bundle (tensorrt, openvino, onnxruntime) or a
+training run (torch); ``choose_backend`` is ``--backend auto``: the fastest one this machine can
+run (TensorRT on a Jetson or GPU, OpenVINO on an x86 CPU where it is installed, else ONNX
+Runtime), with the reason, so a Jetson that silently fell back to the CPU is visible in the
+first line of the log. The bundle backends are :class:`destseg.inference.BundleModel` subclasses (bundle,
+variant, input preparation). The modules are imported only when chosen: onnxruntime, openvino and
+the TensorRT stack are heavy, and torch must never be imported by the runtime unless asked for.
 """
 from __future__ import annotations
 
 import importlib.util
+import platform
 from pathlib import Path
 from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
@@ -19,14 +21,14 @@ from destseg.bundle import BUNDLE_FILE
 from destseg.inference import PRECISIONS as MODEL_PRECISIONS, BundleModel
 from destseg.runtime.errors import BackendError
 
-NAMES = ("tensorrt", "onnxruntime", "torch")  # the backends, in the order --backend auto prefers them
+NAMES = ("tensorrt", "openvino", "onnxruntime", "torch")  # the backends, in the order --backend auto prefers them
 BACKENDS = ("auto", *NAMES)  # --backend
 PRECISIONS = ("auto", *MODEL_PRECISIONS)  # --precision
 RUN_CONFIG = "config.json"  # what makes a folder a training run (destseg.train.checkpoint.CONFIG_FILE)
 
 
 class Backend(Protocol):
-    name: str  # "onnxruntime" | "tensorrt" | "torch"
+    name: str  # "onnxruntime" | "openvino" | "tensorrt" | "torch"
     precision: str  # "fp32" | "fp16" | "int8" | "bf16"
     variant: Optional[str]  # the bundle model that runs ("int8_cpu", ...); None for a training run
     batch_size: int
@@ -64,8 +66,13 @@ def why_no_tensorrt_backend() -> Optional[str]:
     return reason
 
 
+def is_x86(machine: Optional[str] = None) -> bool:
+    """An x86 CPU (``machine``: platform.machine(), this one's by default): where OpenVINO's CPU plugin is fast."""
+    return (machine or platform.machine()).lower() in ("x86_64", "amd64", "i686", "i386")
+
+
 def choose_backend(path: str | Path, requested: str = "auto") -> Tuple[str, str]:
-    """(backend name, why): the requested one, else TensorRT, then ONNX Runtime, then PyTorch."""
+    """(backend name, why): the requested one, else TensorRT, then OpenVINO on x86, then ONNX Runtime, then PyTorch."""
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     if requested != "auto":
@@ -78,10 +85,13 @@ def choose_backend(path: str | Path, requested: str = "auto") -> Tuple[str, str]
 
         info = device_info()
         return "tensorrt", f"TensorRT {info.tensorrt_version} and a GPU ({info.gpu_name}) are present"
+    if is_x86() and _have("openvino"):
+        return "openvino", f"an x86 CPU with OpenVINO installed; TensorRT is not usable here: {no_trt}"
+    no_ov = "OpenVINO is not installed (pip install openvino)" if is_x86() else f"OpenVINO is for x86, this is {platform.machine()}"
     if _have("onnxruntime"):
-        return "onnxruntime", f"TensorRT is not usable here: {no_trt}"
+        return "onnxruntime", f"TensorRT is not usable here: {no_trt}; {no_ov}"
     raise BackendError(
-        f"no backend for bundle {path}: TensorRT is not usable ({no_trt}) and onnxruntime is not installed; "
+        f"no backend for bundle {path}: TensorRT is not usable ({no_trt}), {no_ov} and onnxruntime is not installed; "
         f"pip install onnxruntime, or pass a training run with --backend torch"
     )
 
@@ -92,23 +102,35 @@ def open_backend(
     precision: str = "auto",
     batch_size: int = 1,
     threads: Optional[int] = None,
-    device: int = 0,
+    device: Optional[str] = None,
 ) -> Backend:
-    """Load the model at ``path`` (bundle, or run for torch) on backend ``name`` ("auto" chooses)."""
+    """Load the model at ``path`` (bundle, or run for torch) on backend ``name`` ("auto" chooses).
+
+    ``device`` is OpenVINO's device name (CPU by default; GPU, NPU where OpenVINO lists them) or
+    TensorRT's GPU index ("0" by default); the CPU-only backends refuse any other than CPU.
+    """
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if batch_size < 1:
         raise BackendError(f"batch size must be at least 1, got {batch_size}")
     if name == "auto":
         name, _ = choose_backend(path)
+    if name == "openvino":
+        from destseg.runtime.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, precision, batch_size, threads, device)
+    if name == "tensorrt":
+        from destseg.runtime.backends.tensorrt import TensorRTBackend
+
+        if device is not None and not device.isdigit():
+            raise BackendError(f"TensorRT's --device is a GPU index (0, 1, ...), not {device!r}")
+        return TensorRTBackend(path, precision, batch_size, int(device or 0))
+    if device is not None and device.upper() != "CPU":
+        raise BackendError(f"the {name} backend runs on the CPU, not {device!r}; --device is for openvino and tensorrt")
     if name == "onnxruntime":
         from destseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, precision, batch_size, threads)
-    if name == "tensorrt":
-        from destseg.runtime.backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(path, precision, batch_size, device)
     if name == "torch":
         from destseg.runtime.backends.torch import TorchBackend
 

@@ -24,11 +24,13 @@ from destseg.runtime.errors import BackendError
 
 
 def resolve_precision(requested: str, native_bf16: bool) -> str:
-    """"bf16" or "fp32" for --precision auto|fp32 (int8 and fp16 are the exported engines' business)."""
+    """"bf16" or "fp32" for --precision auto|fp32|bf16 (int8 and fp16 are the exported engines' business)."""
     if requested in ("int8", "fp16"):
         raise BackendError(f"the torch backend runs fp32 or bf16, not {requested}; use --precision auto or fp32, or a bundle with --backend onnxruntime|tensorrt")
     if requested == "fp32":
         return "fp32"
+    if requested == "bf16" and not native_bf16:
+        raise BackendError("this CPU has no native bf16 (AMX or AVX512-BF16): it would be emulated, slower than fp32; use --precision fp32")
     return "bf16" if native_bf16 else "fp32"
 
 
