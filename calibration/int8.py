@@ -60,7 +60,9 @@ class Int8Options:
     eval_category: Optional[str] = None
     allow_degraded: bool = False
     search_budget_s: float = 300.0
-    max_kept: int = 16  # most nodes the search may keep out of INT8
+    # Most nodes the search may keep out of INT8: the demo's detector needs 17 of 107 (0.19 of 1.46 GMACs)
+    # to keep image AUROC within 0.5 point in the CPU form, the quality benchmark's runs 3 to 4.
+    max_kept: int = 32
     analysis_images: int = 2  # calibration images the per-layer analysis runs on
     seed: int = 0
     ranges_file: Optional[str] = None  # reuse the ranges of an earlier calibration
