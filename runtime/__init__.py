@@ -4,9 +4,9 @@ A frame's path, one file per step (read them in this order):
 
 - ``sources.py``: a URI (``/dev/video0``, ``csi://0``, ``rtsp://``, a file, a folder,
   ``test://``) becomes a GStreamer pipeline that decodes, converts and scales to the
-  model's S x S RGB while keeping the full-resolution frame; ``cameras.py`` picks a
+  model's S x S RGB, keeping the full-resolution frame only when an output needs it; ``cameras.py`` picks a
   camera's mode, ``frames.py`` pulls the paired frames out of the pipeline.
-- ``backends/``: the model (TensorRT, ONNX Runtime or PyTorch) turns the S x S frame
+- ``backends/``: the model (TensorRT, OpenVINO, ONNX Runtime or PyTorch) turns the S x S frame
   into an anomaly map and a score, behind one ``Backend`` interface; a bundle's models
   are opened through ``destseg.inference`` and ``destseg.tensorrt``.
 - ``events.py``: the score's OK/NG verdict (``destseg.verdict``) becomes a JSON line
