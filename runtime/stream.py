@@ -24,7 +24,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from destseg.overlay import overlay
-from destseg.verdict import verdict
 from destseg.runtime.backends import Backend, choose_backend, open_backend
 from destseg.runtime.dashboard import Dashboard, FrameView, check_serve, read_token, source_label
 from destseg.runtime.decision import apply_deadline, check_inspection, decide

@@ -16,7 +16,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from destseg.hardware import parse_nv_tegra_release, parse_nvidia_smi, parse_tegrastats
 from destseg.runtime.cameras import MJPEG, RAW, CameraMode

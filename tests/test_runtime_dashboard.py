@@ -152,7 +152,9 @@ def test_a_folder_run_stays_up_for_review_with_its_gallery_roi_and_minimum_area(
         runtime.err.wait_for(lambda lines: any("stays up until Ctrl-C" in l for l in lines), what="the end of the folder")
         browser.get(url)
         until(browser, lambda d: text(d, "timeline-count") == "5", "all five frames on the timeline")
-        assert (text(browser, "count-ok"), text(browser, "count-ng"), text(browser, "count-unknown")) == ("3", "2", "0")
+        # The counts come with the status poll, the timeline with the events poll: wait for the status too.
+        until(browser, lambda d: (text(d, "count-ok"), text(d, "count-ng"), text(d, "count-unknown")) == ("3", "2", "0"),
+              "the counts of the five frames")
         until(browser, lambda d: js(d, "document.getElementById('stream').naturalWidth") == 128, "the last frame in the stream")
         until(browser, lambda d: js(d, "document.getElementById('roi').naturalWidth") == 64, "the ROI shade")
         assert text(browser, "state") == "source ended"

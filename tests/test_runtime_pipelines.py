@@ -20,7 +20,7 @@ from destseg.runtime.errors import SinkError, SourceError
 from destseg.runtime.frames import SourceEnded
 from destseg.runtime.reconnect import backoff_delay, reopen
 from destseg.runtime.gst import converter_threads, play_to_end
-from destseg.runtime.sinks import (EncoderChoice, check_sink, choose_encoder, encoder_probe, encoder_problem, parse_sink,
+from destseg.runtime.sinks import (EncoderChoice, check_sink, choose_encoder, encoder_problem, parse_sink,
                                      rgba_bytes, sink_pipeline)
 from destseg.runtime.sources import open_source, parse_source, source_pipeline
 

@@ -66,7 +66,7 @@ def decoded_frames(path: Path) -> int:
 def test_test_source_end_to_end_with_json_lines_and_profile(bundle, tmp_path, capsys):
     profile, frames_csv = tmp_path / "profile.json", tmp_path / "frames.csv"
     code, events, err = run(["--input", "test://white", *SMALL, "--bundle", str(bundle), "--headless", "--max-frames", "6",
-                             "--profile", str(profile), "--profile-csv", str(frames_csv)], capsys)
+                             "--backend", "onnxruntime", "--profile", str(profile), "--profile-csv", str(frames_csv)], capsys)
     assert code == 0, err
     assert [e["frame"] for e in events] == list(range(6))
     for e in events:
