@@ -147,7 +147,7 @@ def test_gate_fires_on_a_broken_calibration_and_leaves_the_bundle_alone(int8_bun
     before = sorted(p.name for p in bundle.iterdir())
     args = ["--calib-dir", str(synthetic_root), "--calib-category", CATEGORY, "--calib-count", "8",
             "--calib-ranges", str(tmp_path / "broken.json"), "--eval-data", str(synthetic_root),
-            "--category", CATEGORY, "--search-budget-s", "4"]
+            "--category", CATEGORY, "--search-budget-s", "4", "--analysis-images", "1"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(Int8GateError, match="allow-degraded"):

@@ -12,7 +12,7 @@ from destseg.benchmarks.quality import METRICS, main
 TINY = ["--kinds", "object", "--seeds", "0", "--synth-args", "--train 8 --test 8 --size 64",
         "--train-args", "--backbone resnet18 --teacher random --image-size 64 --batch-size 4 "
                         "--steps-student 2 --steps-seg 2",
-        "--int8-args", "--calib-count 8 --search-budget-s 0 --allow-degraded", "--workers", "0"]
+        "--int8-args", "--calib-count 8 --search-budget-s 0 --analysis-images 1 --allow-degraded", "--workers", "0"]
 
 
 def test_quality_benchmark_writes_fp32_and_int8_rows_with_the_machine(tmp_path):
