@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from destseg.atomic import write_json, write_text
+from destseg.atomic import NotOursError, check_replaceable, write_json, write_text
 from destseg.benchmarks.machine import machine_record
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "aupro", "iap", "iap90")
@@ -151,8 +151,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"quality: unknown kind {unknown[0]!r}; choose from {', '.join(KINDS)}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
-        print(f"quality: {out} exists and is not a quality benchmark folder; choose another --out", file=sys.stderr)
+    try:
+        check_replaceable(out, MARKER, "quality benchmark folder", "--out")
+    except NotOursError as exc:
+        print(f"quality: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()
