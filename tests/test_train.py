@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -44,7 +46,14 @@ def test_training_changes_student_and_segmentation_but_not_the_teacher(synthetic
 
 def test_same_seed_gives_the_same_weights_whatever_the_worker_count(synthetic_root, tmp_path):
     a = train_tiny(synthetic_root, tmp_path / "a", steps_student=2, steps_seg=2, workers=0)
-    b = train_tiny(synthetic_root, tmp_path / "b", steps_student=2, steps_seg=2, workers=2)
+    # Worker processes fork: run them as a user does, from a fresh destseg-train, not from this
+    # test process, which earlier tests have filled with GStreamer, OpenVINO and ORT threads
+    # (forking those segfaulted the suite).
+    b = tmp_path / "b"
+    subprocess.run([sys.executable, "-m", "destseg.train.cli", "--data", str(synthetic_root), "--category", CATEGORY,
+                    "--out", str(b), "--teacher", "random", "--image-size", "64", "--batch-size", "4",
+                    "--steps-student", "2", "--steps-seg", "2", "--workers", "2", "--no-eval"],
+                   check=True, capture_output=True)
     c = train_tiny(synthetic_root, tmp_path / "c", steps_student=2, steps_seg=2, seed=1)
     assert _same(_weights(a), _weights(b))
     assert not _same(_weights(a), _weights(c))
