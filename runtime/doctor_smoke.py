@@ -25,8 +25,9 @@ SHIPPED_BUNDLE = Path(__file__).resolve().parent / "doctor_bundle"
 FRAMES = 20
 PATTERN = "ball"  # moves, so the frames differ
 # Largest |anomaly map - ONNX Runtime FP32| accepted per precision (the map is in [0, 1]).
-TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.1}
-PLAN = (("onnxruntime", ("fp32", "int8", "fp16")), ("tensorrt", ("fp32", "fp16", "int8")))
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 0.1}
+PLAN = (("onnxruntime", ("fp32", "int8", "fp16")), ("openvino", ("fp32", "bf16", "int8")),
+        ("tensorrt", ("fp32", "fp16", "int8")))
 
 
 class SourceEndedEarly(RuntimeError):
@@ -90,6 +91,11 @@ def backend_absent(name: str) -> Optional[str]:
 
         reason = why_no_tensorrt_backend()
         return f"the tensorrt backend cannot run here: {reason}; see the libraries lines" if reason else None
+    if name == "openvino":
+        from destseg.runtime.backends import why_no_openvino_backend
+
+        reason = why_no_openvino_backend()
+        return f"the openvino backend cannot run here: {reason}" if reason else None
     return None  # ONNX Runtime: the libraries lines fail when it is missing, and its reference line says why
 
 
@@ -103,6 +109,11 @@ def why_not(name: str, precision: str, variants: List[str]) -> Optional[Tuple[st
             build_recipe(installed_tensorrt_version() or "", precision)
         except TensorRTError as exc:
             return SKIP, str(exc)
+    if name == "openvino" and precision == "bf16":
+        from destseg.cpu import native_bf16
+
+        if not native_bf16():
+            return SKIP, "this CPU has no native bf16 (AMX or AVX512-BF16): OpenVINO would emulate it; fp32 and int8 are the ones to run"
     if name == "onnxruntime":
         import onnxruntime
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from destseg.cpu import native_bf16
 from destseg.hardware import parse_nv_tegra_release, parse_nvidia_smi, parse_tegrastats
+from destseg.runtime.backends import why_no_openvino_backend
 from destseg.runtime.cameras import MJPEG, RAW, CameraMode
 from destseg.runtime.doctor import checked_platform, main, render_table
 from destseg.runtime.doctor_checks import (ABSENT, ELEMENTS, FAIL, OK, WARN, Check, Element, Machine, blacklist_check,
@@ -247,6 +249,13 @@ def test_the_doctor_runs_the_cpu_half_here_and_marks_the_rest_not_present(capsys
     assert lines[("smoke", "test:// frames")]["detail"].startswith("20 frames of test://ball")
     assert lines[("gstreamer", "x264enc")]["detail"].startswith("ran a frame to EOS")
     assert lines[("gstreamer", "H.264 outputs")]["status"] == OK
+    if why_no_openvino_backend() is None:  # make install adds OpenVINO on x86: it is smoke-tested against the reference
+        for precision in ("fp32", "int8"):
+            line = lines[("smoke", f"openvino {precision}")]
+            assert line["status"] == OK and "max |map diff|" in line["detail"], line
+        assert lines[("smoke", "openvino bf16")]["status"] == (OK if native_bf16() else "skipped")
+    else:
+        assert lines[("smoke", "openvino (fp32, bf16, int8)")]["status"] == "skipped"
     if lines[("libraries", "TensorRT")]["status"] == ABSENT:  # no TensorRT here: its smoke lines say so, no failure
         assert lines[("smoke", "tensorrt (fp32, fp16, int8)")]["status"] == "skipped"
     assert report["machine"]["architecture"]

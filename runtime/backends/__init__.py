@@ -71,6 +71,13 @@ def is_x86(machine: Optional[str] = None) -> bool:
     return (machine or platform.machine()).lower() in ("x86_64", "amd64", "i686", "i386")
 
 
+def why_no_openvino_backend() -> Optional[str]:
+    """None when the openvino backend can run here (an x86 CPU with OpenVINO installed), else why not."""
+    if not is_x86():
+        return f"OpenVINO is for x86, this is {platform.machine()}"
+    return None if _have("openvino") else "OpenVINO is not installed (pip install openvino)"
+
+
 def choose_backend(path: str | Path, requested: str = "auto") -> Tuple[str, str]:
     """(backend name, why): the requested one, else TensorRT, then OpenVINO on x86, then ONNX Runtime, then PyTorch."""
     if requested not in BACKENDS:
@@ -85,9 +92,9 @@ def choose_backend(path: str | Path, requested: str = "auto") -> Tuple[str, str]
 
         info = device_info()
         return "tensorrt", f"TensorRT {info.tensorrt_version} and a GPU ({info.gpu_name}) are present"
-    if is_x86() and _have("openvino"):
+    no_ov = why_no_openvino_backend()
+    if no_ov is None:
         return "openvino", f"an x86 CPU with OpenVINO installed; TensorRT is not usable here: {no_trt}"
-    no_ov = "OpenVINO is not installed (pip install openvino)" if is_x86() else f"OpenVINO is for x86, this is {platform.machine()}"
     if _have("onnxruntime"):
         return "onnxruntime", f"TensorRT is not usable here: {no_trt}; {no_ov}"
     raise BackendError(
