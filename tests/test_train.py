@@ -44,17 +44,21 @@ def test_training_changes_student_and_segmentation_but_not_the_teacher(synthetic
     assert not torch.equal(trained["segmentation.head.2.weight"], fresh.state_dict()["segmentation.head.2.weight"])
 
 
+def _cli_train(data, out, workers: int, seed: int = 0):
+    """A tiny destseg-train in its own process, as a user runs it: DataLoader workers fork, and this
+    test process holds GStreamer, OpenVINO and ORT threads from earlier tests (forking it segfaulted
+    the suite) and their thread settings (which change float sums)."""
+    subprocess.run([sys.executable, "-m", "destseg.train.cli", "--data", str(data), "--category", CATEGORY,
+                    "--out", str(out), "--teacher", "random", "--image-size", "64", "--batch-size", "4",
+                    "--steps-student", "2", "--steps-seg", "2", "--workers", str(workers), "--seed", str(seed),
+                    "--no-eval"], check=True, capture_output=True)
+    return out
+
+
 def test_same_seed_gives_the_same_weights_whatever_the_worker_count(synthetic_root, tmp_path):
-    a = train_tiny(synthetic_root, tmp_path / "a", steps_student=2, steps_seg=2, workers=0)
-    # Worker processes fork: run them as a user does, from a fresh destseg-train, not from this
-    # test process, which earlier tests have filled with GStreamer, OpenVINO and ORT threads
-    # (forking those segfaulted the suite).
-    b = tmp_path / "b"
-    subprocess.run([sys.executable, "-m", "destseg.train.cli", "--data", str(synthetic_root), "--category", CATEGORY,
-                    "--out", str(b), "--teacher", "random", "--image-size", "64", "--batch-size", "4",
-                    "--steps-student", "2", "--steps-seg", "2", "--workers", "2", "--no-eval"],
-                   check=True, capture_output=True)
-    c = train_tiny(synthetic_root, tmp_path / "c", steps_student=2, steps_seg=2, seed=1)
+    a = _cli_train(synthetic_root, tmp_path / "a", workers=0)
+    b = _cli_train(synthetic_root, tmp_path / "b", workers=2)
+    c = _cli_train(synthetic_root, tmp_path / "c", workers=0, seed=1)
     assert _same(_weights(a), _weights(b))
     assert not _same(_weights(a), _weights(c))
 
